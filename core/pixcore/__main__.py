@@ -1,0 +1,5 @@
+import sys
+
+from pixcore._cli import main
+
+sys.exit(main())

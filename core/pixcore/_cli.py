@@ -1,0 +1,205 @@
+"""The ``pixcore`` command line: demo, train, plugins, list."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from pixcore._errors import PixcoreError
+
+__all__ = ["main"]
+
+#: The demo's promise: how far the model must beat each trivial baseline.
+#: (task, metric key, higher is better, required ratio model/baseline)
+DEMO_BARS: tuple[tuple[str, str, bool, float], ...] = (
+    ("semseg", "miou", True, 2.0),
+    ("depth", "abs_rel", False, 0.5),
+    ("normals", "mean", False, 0.6),
+)
+
+
+def _demo_config_path() -> Path:
+    return Path(str(files("pixcore") / "configs" / "demo.yaml"))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from pixcore._config import load_config
+    from pixcore.train import evaluate_baselines, select_device, train
+    from pixcore.viz import image_to_rgb, save_grid
+
+    overrides = list(args.set or [])
+    if args.steps is not None:
+        overrides.append(f"trainer.steps={args.steps}")
+    if args.device is not None:
+        overrides.append(f"trainer.device={args.device}")
+    config = load_config(_demo_config_path(), overrides)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = select_device(config.trainer.device)
+    print(f"pixcore demo: {config.trainer.steps} steps on {device}, writing to {out}/", flush=True)
+
+    trainer, result = train(config, out_dir=out)
+    model = trainer.model
+
+    # Trivial baselines, fitted on training scenes and scored on the same held-out scenes.
+    assert trainer.val_loader is not None
+    train_set = trainer.train_loader.dataset
+    fit_loader: DataLoader[Any] = DataLoader(
+        Subset(train_set, range(min(256, len(train_set)))), batch_size=config.data.batch_size
+    )
+    baselines = evaluate_baselines(model.cpu(), fit_loader, trainer.val_loader)
+    model.to(trainer.device)
+
+    rows, verdicts = [], []
+    for task, key, higher, ratio in DEMO_BARS:
+        ours, base = result.metrics[task][key], baselines[task][key]
+        achieved = ours / base if base else float("inf")
+        ok = achieved >= ratio if higher else achieved <= ratio
+        verdicts.append(ok)
+        rows.append((task, key, ours, base, achieved, ("x >= " if higher else "x <= ") + f"{ratio:g}", ok))
+
+    print(f"\ntrained {result.steps} steps in {result.seconds:.0f} s\n")
+    print(f"{'task':<8} {'metric':<8} {'model':>9} {'baseline':>9} {'ratio':>7}  {'goal':<8} ok")
+    for task, key, ours, base, achieved, goal, ok in rows:
+        print(f"{task:<8} {key:<8} {ours:>9.4f} {base:>9.4f} {achieved:>7.3f}  {goal:<8} {'yes' if ok else 'NO'}")
+    for task, values in result.metrics.items():
+        print(f"  {task} protocols: {values.get('protocol')}")
+
+    summary = {
+        "model": result.metrics,
+        "baseline": baselines,
+        "bars": [
+            {"task": t, "metric": k, "model": o, "baseline": b, "ratio": a, "goal": g, "passed": ok}
+            for t, k, o, b, a, g, ok in rows
+        ],
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "device": str(trainer.device),
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+
+    # A picture of held-out samples: input | target and prediction for every task.
+    val_set = trainer.val_loader.dataset
+    model.eval()
+    panels = []
+    with torch.no_grad():
+        for index in range(min(args.samples, len(val_set))):
+            sample = val_set[index]
+            predictions = model(sample["image"].unsqueeze(0).to(trainer.device))
+            row = [image_to_rgb(np.asarray(sample["image"]))]
+            for name, binding in model.bindings.items():
+                target, valid = binding.task.target_and_valid({k: v.unsqueeze(0) for k, v in sample.items()})
+                row.append(binding.task.visualize(target[0], valid[0]))
+                row.append(binding.task.visualize(predictions[name][0].cpu(), valid[0]))
+            panels.append(row)
+    labels = ["input"] + [f"{n} {w}" for n in model.bindings for w in ("truth", "pred")]
+    grid = save_grid(out / "samples.png", panels, labels, scale=2)
+    print(f"\nwrote {out / 'metrics.json'}, {out / 'log.csv'}, {result.checkpoint}, {grid}")
+    if all(verdicts):
+        print("the model beats every trivial baseline by the required margin")
+        return 0
+    print("the model did NOT beat every baseline by the required margin (see 'ok' above)")
+    return 1 if args.check else 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pixcore._config import load_config
+    from pixcore.train import train
+
+    config = load_config(args.config, args.set)
+    _, result = train(config, out_dir=args.out)
+    print(json.dumps(result.metrics, indent=2))
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from pixcore._plugins import get_plugin_manager
+
+    infos = get_plugin_manager().plugins()
+    if args.json:
+        print(json.dumps([info.__dict__ for info in infos], indent=2))
+        return 0
+    for info in infos:
+        version = f" {info.version}" if info.version else ""
+        print(f"{info.name}: {info.distribution}{version} [{info.status}]")
+        if info.error:
+            print(f"    error: {info.error}")
+        for family, names in info.registered.items():
+            print(f"    {family}: {', '.join(names)}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from pixcore._plugins import get_plugin_manager
+    from pixcore._registry import FAMILIES
+
+    manager = get_plugin_manager()
+    families = [args.family] if args.family else list(FAMILIES)
+    for family in families:
+        registry = manager.registry(family)
+        names = registry.list(args.pattern)
+        print(f"{family} ({len(names)}):")
+        for name in names[: args.limit]:
+            print(f"  {name}")
+        if len(names) > args.limit:
+            print(f"  ... {len(names) - args.limit} more (use --limit)")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    from pixcore import __version__
+    from pixcore._registry import FAMILIES
+
+    parser = argparse.ArgumentParser(prog="pixcore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pixcore {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="train a multi-task model on synthetic scenes and report")
+    demo.add_argument("--out", default="pixcore-demo", help="output folder (default: pixcore-demo)")
+    demo.add_argument("--steps", type=int, help="optimiser steps (default: the demo config's)")
+    demo.add_argument("--device", help="'auto' (default), 'cpu', 'cuda', 'mps'")
+    demo.add_argument("--samples", type=int, default=6, help="held-out samples in samples.png")
+    demo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    demo.add_argument("--check", action="store_true", help="exit 1 if a baseline bar is missed")
+    demo.set_defaults(func=_cmd_demo)
+
+    train = sub.add_parser("train", help="train from a YAML/JSON run config")
+    train.add_argument("config", type=Path)
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set trainer.steps=100")
+    train.add_argument("--out", default="runs/latest", help="output folder")
+    train.set_defaults(func=_cmd_train)
+
+    plugins = sub.add_parser("plugins", help="installed plugins, versions and what they register")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=_cmd_plugins)
+
+    listing = sub.add_parser("list", help="names in the registries")
+    listing.add_argument("family", nargs="?", choices=FAMILIES)
+    listing.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'timm/resnet*'")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pixcore`` command."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PixcoreError as error:
+        print(f"pixcore: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""pixcore's exceptions. Every message says what was wrong and how to fix it."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DuplicateComponentError",
+    "PixcoreError",
+    "PluginLoadError",
+    "UnknownComponentError",
+]
+
+
+class PixcoreError(Exception):
+    """Base of every error pixcore raises on purpose."""
+
+
+class UnknownComponentError(PixcoreError, LookupError):
+    """A registry name that nothing provides."""
+
+    def __init__(self, family: str, name: str, message: str) -> None:
+        super().__init__(message)
+        self.family = family
+        self.name = name
+
+
+class DuplicateComponentError(PixcoreError):
+    """Two plugins register the same name in the same registry."""
+
+
+class PluginLoadError(PixcoreError):
+    """A plugin failed to import or to register (raised only in strict mode)."""
+
+
+class ConfigError(PixcoreError, ValueError):
+    """A configuration value is invalid; the message gives its path, e.g. ``model.tasks.depth``."""

@@ -1,0 +1,262 @@
+"""The component interfaces: Backbone, Head, Loss, Metric, Dataset, Augmentation, Task.
+
+Each is small on purpose. A plugin implements one by subclassing it and registering a
+factory for it (see :mod:`pixcore.hookspecs`); pixcore composes them into a model with
+:func:`pixcore.build_model`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from pixcore._targets import TargetKind
+
+__all__ = [
+    "Augmentation",
+    "Backbone",
+    "Dataset",
+    "FeatureLevel",
+    "Head",
+    "Loss",
+    "LossOutput",
+    "Metric",
+    "Sample",
+    "Task",
+]
+
+#: A sample: named, typed tensors (see :mod:`pixcore.targets`). Batches use the same keys.
+Sample = dict[str, Tensor]
+
+
+# --------------------------------------------------------------------------------------
+# Backbone and head
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureLevel:
+    """One level of a backbone's feature pyramid: ``channels`` maps at ``1/stride`` size."""
+
+    channels: int
+    stride: int
+
+
+class Backbone(nn.Module, abc.ABC):
+    """Image ``[B, 3, H, W]`` -> list of feature maps, finest first.
+
+    ``feature_info`` is the contract: level ``i`` has ``feature_info[i].channels``
+    channels and spatial size ``ceil(H / feature_info[i].stride)`` for inputs whose
+    size is a multiple of :attr:`stride` (the model pads other sizes; see
+    :class:`pixcore.MultiTaskModel`). Contract tests in :mod:`pixcore.testing` check it.
+    """
+
+    feature_info: list[FeatureLevel]
+
+    @property
+    def stride(self) -> int:
+        """The coarsest stride: input sizes are padded up to a multiple of it."""
+        return max(level.stride for level in self.feature_info)
+
+    @abc.abstractmethod
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """Return one feature map per entry of ``feature_info``, in the same order."""
+
+
+class Head(nn.Module, abc.ABC):
+    """Backbone features -> raw per-pixel output ``[B, out_channels, H, W]`` at input size.
+
+    A head factory receives two context arguments from pixcore, ``in_features``
+    (the backbone's ``feature_info``) and ``out_channels`` (asked for by the task),
+    plus its own validated parameters.
+    """
+
+    @abc.abstractmethod
+    def forward(self, features: list[Tensor], size: tuple[int, int]) -> Tensor:
+        """Return ``[B, out_channels, *size]``; ``size`` is the (padded) input size."""
+
+
+# --------------------------------------------------------------------------------------
+# Loss and metric
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class LossOutput:
+    """A scalar to minimise plus its named parts (for logging; detached by the trainer)."""
+
+    total: Tensor
+    parts: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Loss(nn.Module, abc.ABC):
+    """``(prediction, target, valid) -> LossOutput``.
+
+    ``prediction`` is the task's decoded output (logits for segmentation, positive depth,
+    unit normals); ``valid`` is a boolean ``[B, H, W]`` mask, True where the target is
+    defined. A loss averages over valid pixels only and returns zero (with a gradient
+    path) when there are none.
+    """
+
+    @abc.abstractmethod
+    def forward(self, prediction: Tensor, target: Tensor, valid: Tensor) -> LossOutput: ...
+
+
+class Metric(abc.ABC):
+    """A streaming metric: ``update`` per batch, ``compute`` at the end, ``reset`` between.
+
+    State lives in tensors declared with :meth:`add_state` and is *summed* across
+    processes in :meth:`compute` when ``torch.distributed`` is initialised, so a metric
+    only has to express itself as sums (confusion matrices, error sums, counts).
+    """
+
+    #: Name of the exact protocol a result follows, recorded with every result.
+    protocol: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self._defaults: dict[str, Tensor] = {}
+        self._state: dict[str, Tensor] = {}
+
+    def add_state(self, name: str, default: Tensor) -> None:
+        """Declare a summable state tensor, reset to ``default``."""
+        self._defaults[name] = default.clone()
+        self._state[name] = default.clone()
+
+    @property
+    def state(self) -> dict[str, Tensor]:
+        return self._state
+
+    def reset(self) -> None:
+        for name, default in self._defaults.items():
+            self._state[name] = default.clone().to(self._state[name].device)
+
+    @abc.abstractmethod
+    def update(self, prediction: Tensor, target: Tensor, valid: Tensor) -> None:
+        """Accumulate one batch (same arguments as :class:`Loss`)."""
+
+    @abc.abstractmethod
+    def _compute(self, state: Mapping[str, Tensor]) -> dict[str, float]:
+        """Turn (already reduced) state into named results."""
+
+    def compute(self) -> dict[str, float]:
+        """Reduce the state across processes (if distributed) and return the results."""
+        state = self._state
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            state = {k: v.clone() for k, v in state.items()}
+            for value in state.values():
+                dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        return self._compute(state)
+
+
+# --------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------
+
+
+class Dataset(torch.utils.data.Dataset[Sample], abc.ABC):
+    """A map-style data set of samples: ``dict`` of typed tensors (see :mod:`pixcore.targets`).
+
+    ``target_kinds`` declares the keys a sample carries and their kinds; ``class_names``
+    (for class masks) names the classes in id order.
+    """
+
+    target_kinds: ClassVar[dict[str, type[TargetKind]]] = {}
+    class_names: tuple[str, ...] = ()
+    ignore_index: int = 255
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def __getitem__(self, index: int) -> Sample: ...
+
+
+class Augmentation(abc.ABC):
+    """A joint transform over a whole sample, applied with the same parameters to every key.
+
+    Rules per target kind (a flip negates a normal's x, masks use nearest neighbour, filled
+    areas become invalid) live in the augmentation, not in the data set. ``generator``
+    makes a random augmentation reproducible.
+    """
+
+    @abc.abstractmethod
+    def __call__(self, sample: Sample, generator: torch.Generator | None = None) -> Sample: ...
+
+
+# --------------------------------------------------------------------------------------
+# Task
+# --------------------------------------------------------------------------------------
+
+
+class Task(abc.ABC):
+    """Binds a target to how it is predicted, trained, scored and shown.
+
+    A task instance knows which sample key it reads (``target_key``) and which boolean
+    key marks valid pixels (``valid_key``; None means every pixel with a real target is
+    valid), how many raw channels its head must produce, how raw head output becomes a
+    prediction (:meth:`decode`), and the names of its default head, loss and metrics in
+    the registries. :meth:`context` supplies task facts (``num_classes``,
+    ``ignore_index``...) to the factories of heads, losses and metrics that ask for them
+    by parameter name.
+    """
+
+    #: The target kind this task predicts.
+    target_kind: ClassVar[type[TargetKind]]
+    #: Registry names of the defaults.
+    default_head: ClassVar[str] = "fpn"
+    default_loss: ClassVar[str]
+    default_metrics: ClassVar[tuple[str, ...]]
+
+    def __init__(self, target_key: str, valid_key: str | None = "valid") -> None:
+        self.target_key = target_key
+        self.valid_key = valid_key
+
+    @property
+    @abc.abstractmethod
+    def out_channels(self) -> int:
+        """Raw channels the head must produce."""
+
+    def decode(self, raw: Tensor) -> Tensor:
+        """Raw head output -> prediction (identity by default)."""
+        return raw
+
+    def context(self) -> dict[str, Any]:
+        """Facts offered to component factories that declare a parameter of that name."""
+        return {}
+
+    def target_and_valid(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Pick this task's target and boolean validity ``[B, H, W]`` from a batch."""
+        if self.target_key not in batch:
+            raise KeyError(
+                f"task target key {self.target_key!r} is not in the batch; keys are "
+                f"{sorted(batch)}. Set `target_key` in the task's options."
+            )
+        target = batch[self.target_key]
+        if self.valid_key is not None and self.valid_key in batch:
+            valid = batch[self.valid_key].bool()
+        else:
+            valid = torch.ones(
+                target.shape[0], *target.shape[-2:], dtype=torch.bool, device=target.device
+            )
+        return target, valid
+
+    @abc.abstractmethod
+    def visualize(self, value: Tensor, valid: Tensor | None = None) -> np.ndarray:
+        """One prediction or target (no batch dim) -> ``[H, W, 3]`` uint8 RGB picture."""
+
+    @abc.abstractmethod
+    def baseline(self, targets: Iterator[tuple[Tensor, Tensor]]) -> Tensor:
+        """The trivial constant prediction fitted on ``(target, valid)`` batches.
+
+        Used to report how much better than trivial a model is (the majority class,
+        the mean depth, the mean normal). Returns a prediction for one pixel,
+        ``[out_channels]``, already decoded.
+        """
+

@@ -1,0 +1,194 @@
+"""Model composition: a shared backbone plus one head per task, built from registry names."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pixcore._config import ComponentConfig, ModelConfig, validate_config
+from pixcore._errors import ConfigError
+from pixcore._interfaces import Backbone, Head, Loss, Metric, Task
+from pixcore._plugins import PluginManager, get_plugin_manager
+
+__all__ = ["MultiTaskModel", "TaskBinding", "build_model", "build_model_from_config"]
+
+
+@dataclass
+class TaskBinding:
+    """What the trainer needs of one task besides its head: the task, its metrics, weight."""
+
+    task: Task
+    metric_configs: list[ComponentConfig]
+    weight: float
+
+    def new_metrics(self, manager: PluginManager | None = None) -> dict[str, Metric]:
+        """Fresh metric instances for an evaluation, keyed by metric name."""
+        registry = (manager or get_plugin_manager()).registry("metrics")
+        return {
+            m.name: registry.create(m.name, m.params, context=self.task.context())
+            for m in self.metric_configs
+        }
+
+
+class MultiTaskModel(nn.Module):
+    """``image [B, 3, H, W] -> {task_name: prediction}``.
+
+    Accepts uint8 images (normalised inside, so a checkpoint carries its preprocessing)
+    or float images when ``normalize`` is False. Any input size works: the image is
+    padded to a multiple of the backbone stride and every prediction cropped back.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        heads: Mapping[str, Head],
+        losses: Mapping[str, Loss],
+        bindings: Mapping[str, TaskBinding],
+        config: ModelConfig,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict(dict(heads))
+        self.losses = nn.ModuleDict(dict(losses))
+        self.bindings = dict(bindings)
+        self.config = config
+        self.normalize = config.normalize
+        self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        return {name: binding.task for name, binding in self.bindings.items()}
+
+    def preprocess(self, image: Tensor) -> Tensor:
+        """uint8 ``[0, 255]`` (or float ``[0, 1]``) -> normalised float."""
+        if not self.normalize:
+            return image.float()
+        x = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+        return (x - self.mean) / self.std
+
+    def forward(self, image: Tensor) -> dict[str, Tensor]:
+        x = self.preprocess(image)
+        height, width = x.shape[-2:]
+        stride = self.backbone.stride
+        pad_h, pad_w = (-height) % stride, (-width) % stride
+        if pad_h or pad_w:
+            # Reflect keeps image statistics at the border; the padding is cropped away below.
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        features = self.backbone(x)
+        size = (x.shape[-2], x.shape[-1])
+        return {
+            name: self.bindings[name].task.decode(head(features, size)[..., :height, :width])
+            for name, head in self.heads.items()
+        }
+
+    def compute_loss(
+        self, predictions: Mapping[str, Tensor], batch: Mapping[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Weighted sum of the task losses and every named part (``task/part``)."""
+        total: Tensor | None = None
+        parts: dict[str, Tensor] = {}
+        for name, binding in self.bindings.items():
+            target, valid = binding.task.target_and_valid(batch)
+            out = self.losses[name](predictions[name], target, valid)
+            parts[f"{name}/loss"] = out.total.detach()
+            for part, value in out.parts.items():
+                parts[f"{name}/{part}"] = value
+            weighted = binding.weight * out.total
+            total = weighted if total is None else total + weighted
+        assert total is not None  # a model has at least one task (validated)
+        return total, parts
+
+
+def _task_name(key: str, config: Any) -> str:
+    return config.task or key
+
+
+def build_model_from_config(
+    config: ModelConfig | Mapping[str, Any], *, manager: PluginManager | None = None,
+    path: str = "model",
+) -> MultiTaskModel:
+    """Build a :class:`MultiTaskModel` from a :class:`ModelConfig` (or a plain mapping).
+
+    Component parameters are validated against each component's own model (the second
+    validation pass); errors name the config path, e.g. ``model.tasks.depth.head.params``.
+    """
+    if not isinstance(config, ModelConfig):
+        config = validate_config(ModelConfig, config, source=path)
+    manager = manager or get_plugin_manager()
+    backbone = manager.registry("backbones").create(
+        config.backbone.name, config.backbone.params, path=f"{path}.backbone.params"
+    )
+    if not isinstance(backbone, Backbone):
+        raise ConfigError(
+            f"{path}.backbone: {config.backbone.name!r} created a {type(backbone).__name__}, "
+            "not a pixcore.Backbone"
+        )
+    heads: dict[str, Head] = {}
+    losses: dict[str, Loss] = {}
+    bindings: dict[str, TaskBinding] = {}
+    for key, task_config in config.tasks.items():
+        where = f"{path}.tasks.{key}"
+        task_name = _task_name(key, task_config)
+        task: Task = manager.registry("tasks").create(task_name, task_config.params, path=f"{where}.params")
+        context = task.context()
+        head_config = task_config.head or ComponentConfig(name=type(task).default_head)
+        heads[key] = manager.registry("heads").create(
+            head_config.name,
+            head_config.params,
+            path=f"{where}.head.params",
+            context={**context, "in_features": backbone.feature_info, "out_channels": task.out_channels},
+        )
+        loss_config = task_config.loss or ComponentConfig(name=type(task).default_loss)
+        losses[key] = manager.registry("losses").create(
+            loss_config.name, loss_config.params, path=f"{where}.loss.params", context=context
+        )
+        metric_configs = task_config.metrics
+        if metric_configs is None:
+            metric_configs = [ComponentConfig(name=n) for n in type(task).default_metrics]
+        for i, metric in enumerate(metric_configs):  # validate now, create per evaluation
+            manager.registry("metrics").validate(
+                metric.name, metric.params, path=f"{where}.metrics.{i}.params", context=context
+            )
+        bindings[key] = TaskBinding(task=task, metric_configs=metric_configs, weight=task_config.weight)
+    return MultiTaskModel(backbone, heads, losses, bindings, config)
+
+
+def build_model(
+    backbone: str | Mapping[str, Any],
+    tasks: Mapping[str, str | Mapping[str, Any] | None] | list[str],
+    *,
+    manager: PluginManager | None = None,
+    **model_options: Any,
+) -> MultiTaskModel:
+    """Compose a multi-task model from registry names in one call.
+
+    Args:
+        backbone: A backbone name (``"timm/resnet18"``) or ``{"name": ..., "params": {...}}``.
+        tasks: Task names, or a mapping of output name to per-task options: the task's
+            registry name under ``task`` (default: the key), its ``params``, and optional
+            ``head``, ``loss``, ``metrics``, ``weight``. A string value is the task name.
+        manager: The plugin manager to resolve names with (default: the process-wide one).
+        model_options: Further :class:`ModelConfig` fields (``normalize``, ``mean``, ``std``).
+
+    Example::
+
+        model = pixcore.build_model(
+            "timm/resnet18",
+            tasks={"semseg": {"task": "segmentation", "params": {"num_classes": 7}},
+                   "depth": {}, "normals": {"head": "fpn"}},
+        )
+        predictions = model(images)   # {"semseg": ..., "depth": ..., "normals": ...}
+    """
+    if isinstance(tasks, Mapping):
+        task_configs = {k: ({"task": v} if isinstance(v, str) else v) for k, v in tasks.items()}
+    else:
+        task_configs = list(tasks)
+    config = {"backbone": backbone, "tasks": task_configs, **model_options}
+    return build_model_from_config(config, manager=manager, path="build_model")
