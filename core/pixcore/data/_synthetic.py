@@ -1,0 +1,876 @@
+"""Procedurally rendered synthetic indoor scenes with exact labels for every task.
+
+This is pixcore's embedded default data set: no files, no downloads, only numpy. Each
+scene is a box-shaped room (floor, four walls, ceiling) holding 2 to 6 primitives
+(spheres, boxes, vertical capped cylinders) standing on the floor, and 0 to 2 glass
+windows on the walls, seen by a pinhole camera from inside the room. Every pixel is
+ray cast analytically, so the labels are exact:
+
+* ``semseg``: class id per pixel, see :data:`CLASS_NAMES`;
+* ``depth``: metric **z-depth** (distance along the optical axis, not the ray length),
+  in metres;
+* ``normals``: unit surface normals in the camera frame, facing the camera;
+* ``valid``: where depth and normals are defined. Windows are glass, which a depth
+  sensor does not see (as in NYU or KITTI): there ``valid`` is False, ``depth`` is 0
+  and ``normals`` are zero, while ``semseg`` says ``"window"``.
+
+Conventions
+-----------
+*World frame*: **z up**, metres. The floor is the plane ``z = room_min[2] = 0`` and the
+ceiling is ``z = room_max[2]``; the walls are the planes ``x = room_min[0]``,
+``x = room_max[0]``, ``y = room_min[1]``, ``y = room_max[1]`` (wall indices 0 to 3 in
+that order, see :data:`WALL_NAMES`).
+
+*Camera frame* (OpenCV): x right, y down, z forward. ``camera_to_world`` maps camera
+coordinates to world coordinates: ``p_world = R @ p_cam + t`` with ``R =
+camera_to_world[:3, :3]`` and ``t = camera_to_world[:3, 3]`` (the camera centre).
+
+*Pixels*: integer pixel coordinates ``(u, v)`` = (column, row) address pixel
+**centres**; the principal point is the image centre ``((W - 1) / 2, (H - 1) / 2)``.
+The ray of pixel ``(u, v)`` is ``K^-1 @ (u, v, 1)`` in the camera frame, and a point at
+depth ``z`` on it is ``z * K^-1 @ (u, v, 1)``.
+
+Rendering is deterministic: :func:`render_scene` draws everything from
+``np.random.default_rng([seed, index])``, so the same arguments give bit-identical
+arrays regardless of call order or process.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from pixcore._interfaces import Dataset
+from pixcore._targets import (
+    ClassMask,
+    Image,
+    Intrinsics,
+    ScalarField,
+    TargetKind,
+    UnitVectorField,
+    ValidityMask,
+)
+
+__all__ = [
+    "CLASS_NAMES",
+    "SPLITS",
+    "WALL_NAMES",
+    "Primitive",
+    "RenderedScene",
+    "SceneDescription",
+    "SyntheticScenes",
+    "Window",
+    "render_scene",
+]
+
+#: Class names; the index is the class id in ``semseg``.
+CLASS_NAMES: tuple[str, ...] = (
+    "floor",
+    "wall",
+    "ceiling",
+    "sphere",
+    "box",
+    "cylinder",
+    "window",
+)
+FLOOR, WALL, CEILING, SPHERE, BOX, CYLINDER, WINDOW = range(len(CLASS_NAMES))
+
+#: Wall indices used by :class:`Window`: the wall planes x=min, x=max, y=min, y=max.
+WALL_NAMES: tuple[str, ...] = ("x_min", "x_max", "y_min", "y_max")
+
+#: Split names of :class:`SyntheticScenes`, in the order of their stream ids.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+_KIND_CLASS = {"sphere": SPHERE, "box": BOX, "cylinder": CYLINDER}
+
+
+# --------------------------------------------------------------------------------------
+# Scene description
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Primitive:
+    """One object standing on the floor, in world coordinates (z up, metres).
+
+    Attributes
+    ----------
+    kind : str
+        ``"sphere"``, ``"box"`` or ``"cylinder"``.
+    class_id : int
+        Its class id in :data:`CLASS_NAMES` (3, 4 or 5).
+    centre : tuple of 3 floats
+        Geometric centre (the sphere's centre, the box's centre, the middle of the
+        cylinder's axis). Every primitive rests on the floor: ``centre[2]`` equals
+        ``half_extents[2]``.
+    half_extents : tuple of 3 floats
+        Sphere: ``(r, r, r)``. Box: half side lengths along its local x, y, z axes
+        (before ``yaw``). Cylinder: ``(r, r, h / 2)`` for radius ``r`` and height ``h``.
+    yaw : float
+        Rotation about the world z axis in radians (boxes only; 0 otherwise). A local
+        point ``(a, b, c)`` is at ``centre + (a cos(yaw) - b sin(yaw),
+        a sin(yaw) + b cos(yaw), c)``.
+    albedo : tuple of 3 floats
+        Base colour (linear RGB in 0..1); appearance only.
+    """
+
+    kind: str
+    class_id: int
+    centre: tuple[float, float, float]
+    half_extents: tuple[float, float, float]
+    yaw: float = 0.0
+    albedo: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @property
+    def radius(self) -> float:
+        """Radius of a sphere or cylinder (``half_extents[0]``), metres."""
+        return self.half_extents[0]
+
+    @property
+    def height(self) -> float:
+        """Total height above the floor, metres."""
+        return 2.0 * self.half_extents[2]
+
+    @property
+    def footprint_radius(self) -> float:
+        """Radius of the smallest vertical cylinder about ``centre`` that holds it, metres."""
+        if self.kind == "box":
+            return math.hypot(self.half_extents[0], self.half_extents[1])
+        return self.half_extents[0]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A glass rectangle lying in a wall plane: no depth, class ``"window"``.
+
+    Attributes
+    ----------
+    wall : int
+        Index into :data:`WALL_NAMES` (0: ``x = room_min[0]``, 1: ``x = room_max[0]``,
+        2: ``y = room_min[1]``, 3: ``y = room_max[1]``).
+    corner_min, corner_max : tuple of 3 floats
+        Opposite corners in world coordinates; they agree on the wall's coordinate
+        (the rectangle is flat), so a wall point ``p`` is in the window iff
+        ``corner_min <= p <= corner_max`` component-wise on the other two axes.
+    """
+
+    wall: int
+    corner_min: tuple[float, float, float]
+    corner_max: tuple[float, float, float]
+
+
+@dataclass(frozen=True, eq=False)
+class SceneDescription:
+    """Everything needed to re-derive a scene's labels independently.
+
+    All geometry is in world coordinates: z up, metres (see the module docstring).
+
+    Attributes
+    ----------
+    intrinsics : np.ndarray
+        ``(3, 3)`` float64 pinhole matrix ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` in
+        pixels, pixel centres at integer coordinates.
+    camera_to_world : np.ndarray
+        ``(4, 4)`` float64 rigid transform from the OpenCV camera frame (x right, y down,
+        z forward) to the z-up world frame.
+    room_min, room_max : np.ndarray
+        ``(3,)`` float64 corners of the room box; ``room_min[2] == 0`` is the floor.
+    primitives : tuple of Primitive
+        The objects, in drawing order (overlaps are resolved by depth, not order).
+    windows : tuple of Window
+        Glass rectangles on the walls.
+    light_position : np.ndarray
+        ``(3,)`` float64 position of the point light (appearance only).
+    height, width : int
+        Image size in pixels.
+
+    Equality is identity (``eq=False``): compare fields explicitly.
+    """
+
+    intrinsics: np.ndarray
+    camera_to_world: np.ndarray
+    room_min: np.ndarray
+    room_max: np.ndarray
+    primitives: tuple[Primitive, ...]
+    windows: tuple[Window, ...]
+    light_position: np.ndarray
+    height: int
+    width: int
+
+
+@dataclass(frozen=True, eq=False)
+class RenderedScene:
+    """One rendered scene: an image and exact, pixel-aligned labels.
+
+    Attributes
+    ----------
+    image : np.ndarray
+        ``(H, W, 3)`` uint8 RGB.
+    semseg : np.ndarray
+        ``(H, W)`` uint8 class ids, indices into :data:`CLASS_NAMES`.
+    depth : np.ndarray
+        ``(H, W)`` float32 z-depth in metres (along the optical axis). 0.0 where
+        ``valid`` is False, but consumers must use ``valid``, not the value.
+    normals : np.ndarray
+        ``(H, W, 3)`` float32 unit normals in the camera frame (x right, y down,
+        z forward), facing the camera; zeros where ``valid`` is False.
+    valid : np.ndarray
+        ``(H, W)`` bool: True where depth and normals are defined (everything except
+        windows).
+    intrinsics : np.ndarray
+        ``(3, 3)`` float32 pinhole matrix (same values as ``scene.intrinsics``).
+    scene : SceneDescription
+        The geometry the labels were derived from.
+
+    Equality is identity (``eq=False``): compare arrays explicitly.
+    """
+
+    image: np.ndarray
+    semseg: np.ndarray
+    depth: np.ndarray
+    normals: np.ndarray
+    valid: np.ndarray
+    intrinsics: np.ndarray
+    scene: SceneDescription
+
+
+# --------------------------------------------------------------------------------------
+# Scene sampling
+# --------------------------------------------------------------------------------------
+
+
+def _hsv(h: float, s: float, v: float) -> tuple[float, float, float]:
+    r, g, b = colorsys.hsv_to_rgb(h % 1.0, s, v)
+    return (float(r), float(g), float(b))
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+class _Draws:
+    """Scalar random draws from a generator, fetched in blocks (scalar calls are slow)."""
+
+    def __init__(self, rng: np.random.Generator, block: int = 128) -> None:
+        self._rng = rng
+        self._block = block
+        self._buf: list[float] = []
+        self._pos = 0
+
+    def random(self) -> float:
+        if self._pos == len(self._buf):
+            self._buf = self._rng.random(self._block).tolist()
+            self._pos = 0
+        self._pos += 1
+        return self._buf[self._pos - 1]
+
+    def uniform(self, lo: float, hi: float) -> float:
+        return lo + (hi - lo) * self.random()
+
+    def integer(self, lo: int, hi: int) -> int:
+        """Uniform integer in ``[lo, hi)``."""
+        return min(lo + int((hi - lo) * self.random()), hi - 1)
+
+
+@dataclass(frozen=True)
+class _Style:
+    """Appearance parameters of a room (not needed to derive labels)."""
+
+    floor: tuple[float, float, float]
+    floor_tile: float  # checker period in metres
+    wall: tuple[float, float, float]
+    wall_stripe: float  # stripe period in metres, 0 for plain walls
+    ceiling: tuple[float, float, float]
+    stripes: tuple[int, ...]  # per primitive: number of pattern repeats
+
+
+def _sample_scene(
+    rng: np.random.Generator, height: int, width: int
+) -> tuple[SceneDescription, _Style]:
+    """Draw a random room, camera, primitives, windows and appearance."""
+    d = _Draws(rng)
+    # Room: 4-8 m wide and deep, 2.5-3.5 m high, floor at z = 0, centred on the origin.
+    size_x, size_y, size_z = d.uniform(4.0, 8.0), d.uniform(4.0, 8.0), d.uniform(2.5, 3.5)
+    lo_x, hi_x, lo_y, hi_y = -size_x / 2, size_x / 2, -size_y / 2, size_y / 2
+
+    # Camera: 0.5 m from the walls, 1.0-1.8 m high, looking roughly towards a random
+    # point of the room (so it rarely stares at a wall from up close).
+    m = 0.5
+    cam_x, cam_y = d.uniform(lo_x + m, hi_x - m), d.uniform(lo_y + m, hi_y - m)
+    cam_z = d.uniform(1.0, 1.8)
+    for _ in range(20):
+        tx, ty = d.uniform(lo_x + m, hi_x - m), d.uniform(lo_y + m, hi_y - m)
+        if math.hypot(tx - cam_x, ty - cam_y) > 1.5:
+            break
+    yaw = math.atan2(ty - cam_y, tx - cam_x) + d.uniform(-0.3, 0.3)
+    pitch = math.radians(d.uniform(-25.0, 5.0))
+    hfov = math.radians(d.uniform(55.0, 75.0))
+
+    cp, sp, cy, sy = math.cos(pitch), math.sin(pitch), math.cos(yaw), math.sin(yaw)
+    forward = (cp * cy, cp * sy, sp)
+    right = (sy, -cy, 0.0)
+    down = (  # forward x right
+        forward[1] * right[2] - forward[2] * right[1],
+        forward[2] * right[0] - forward[0] * right[2],
+        forward[0] * right[1] - forward[1] * right[0],
+    )
+    camera_to_world = np.array(
+        [
+            [right[0], down[0], forward[0], cam_x],
+            [right[1], down[1], forward[1], cam_y],
+            [right[2], down[2], forward[2], cam_z],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    )
+    f = (width / 2.0) / math.tan(hfov / 2.0)
+    intrinsics = np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0, 0, 1]])
+
+    # Primitives: mostly in front of the camera, never touching a wall or the camera.
+    primitives: list[Primitive] = []
+    stripes: list[int] = []
+    for _ in range(d.integer(2, 7)):
+        kind = ("sphere", "box", "cylinder")[d.integer(0, 3)]
+        obj_yaw = 0.0
+        if kind == "sphere":
+            r = d.uniform(0.15, 0.6)
+            half = (r, r, r)
+        elif kind == "box":
+            half = (d.uniform(0.15, 0.6), d.uniform(0.15, 0.6), d.uniform(0.15, 0.6))
+            obj_yaw = d.uniform(0.0, math.pi / 2)
+        else:
+            r = d.uniform(0.15, 0.6)
+            half = (r, r, d.uniform(0.15, 0.6))
+        foot = math.hypot(half[0], half[1]) if kind == "box" else half[0]
+        x0, x1 = lo_x + foot + 0.05, hi_x - foot - 0.05
+        y0, y1 = lo_y + foot + 0.05, hi_y - foot - 0.05
+        for attempt in range(200):
+            if attempt < 30 and d.random() < 0.8:
+                angle = yaw + d.uniform(-0.45, 0.45) * hfov
+                dist = d.uniform(1.2, 5.0)
+                x, y = cam_x + dist * math.cos(angle), cam_y + dist * math.sin(angle)
+            else:
+                x, y = d.uniform(x0, x1), d.uniform(y0, y1)
+            if x0 <= x <= x1 and y0 <= y <= y1 and math.hypot(x - cam_x, y - cam_y) > foot + 0.4:
+                break
+        else:  # pragma: no cover - the exclusion zones are far smaller than the room
+            continue
+        albedo = _hsv(d.random(), d.uniform(0.65, 1.0), d.uniform(0.6, 0.95))
+        primitives.append(
+            Primitive(kind, _KIND_CLASS[kind], (x, y, half[2]), half, obj_yaw, albedo)
+        )
+        stripes.append(d.integer(3, 6))
+
+    # Windows on the walls, preferably the ones the camera looks at.
+    windows: list[Window] = []
+    norm = max(math.hypot(forward[0], forward[1]), 1e-9)
+    outward = ((-1.0, 0.0), (1.0, 0.0), (0.0, -1.0), (0.0, 1.0))
+    weights = [max((ox * forward[0] + oy * forward[1]) / norm, 0.0) + 0.15 for ox, oy in outward]
+    cumulative = np.cumsum(weights) / sum(weights)
+    room_min = (lo_x, lo_y, 0.0)
+    room_max = (hi_x, hi_y, size_z)
+    for _ in range(d.integer(0, 3)):
+        wall = min(int(np.searchsorted(cumulative, d.random(), side="right")), 3)
+        along = 1 if wall < 2 else 0  # horizontal axis in the wall plane
+        fixed = 1 - along
+        length = room_max[along] - room_min[along]
+        w = min(d.uniform(0.8, 2.0), length - 0.6)
+        c = d.uniform(room_min[along] + w / 2 + 0.3, room_max[along] - w / 2 - 0.3)
+        z0 = d.uniform(0.7, 1.2)
+        z1 = z0 + d.uniform(0.8, min(1.6, size_z - z0 - 0.2))
+        plane = room_min[fixed] if wall % 2 == 0 else room_max[fixed]
+        cmin, cmax = [0.0, 0.0, z0], [0.0, 0.0, z1]
+        cmin[fixed] = cmax[fixed] = plane
+        cmin[along], cmax[along] = c - w / 2, c + w / 2
+        windows.append(Window(wall, tuple(cmin), tuple(cmax)))  # type: ignore[arg-type]
+
+    light = np.array([d.uniform(lo_x + m, hi_x - m), d.uniform(lo_y + m, hi_y - m), size_z - 0.3])
+    style = _Style(
+        floor=_hsv(d.uniform(0.03, 0.12), d.uniform(0.35, 0.65), d.uniform(0.5, 0.75)),
+        floor_tile=d.uniform(0.3, 0.7),
+        wall=_hsv(d.random(), d.uniform(0.08, 0.25), d.uniform(0.75, 0.92)),
+        wall_stripe=d.uniform(0.25, 0.6) if d.random() < 0.6 else 0.0,
+        ceiling=_hsv(d.uniform(0.1, 0.6), 0.04, d.uniform(0.9, 0.98)),
+        stripes=tuple(stripes),
+    )
+    scene = SceneDescription(
+        intrinsics=_readonly(intrinsics),
+        camera_to_world=_readonly(camera_to_world),
+        room_min=_readonly(np.array(room_min)),
+        room_max=_readonly(np.array(room_max)),
+        primitives=tuple(primitives),
+        windows=tuple(windows),
+        light_position=_readonly(light),
+        height=height,
+        width=width,
+    )
+    return scene, style
+
+
+# --------------------------------------------------------------------------------------
+# Ray casting
+# --------------------------------------------------------------------------------------
+
+_F = np.float32
+# Surface ids of the room in the `surface` map; primitive i has id _OBJ0 + i.
+_S_FLOOR, _S_WALL, _S_CEILING, _S_WINDOW, _OBJ0 = FLOOR, WALL, CEILING, 3, 4
+
+
+def _rect(
+    prim: Primitive,
+    rot_t: list[list[float]],
+    origin: list[float],
+    k: list[list[float]],
+    height: int,
+    width: int,
+) -> tuple[slice, slice]:
+    """Pixel rectangle that holds the primitive's image (the whole image if unsure).
+
+    Projects the 8 corners of a box bounding the primitive (the box itself for boxes);
+    ``rot_t`` is the world-to-camera rotation, ``origin`` the camera centre.
+    """
+    hx, hy, hz = prim.half_extents
+    if prim.kind == "box":
+        c, s = math.cos(prim.yaw), math.sin(prim.yaw)
+        axes = ((c * hx, s * hx, 0.0), (-s * hy, c * hy, 0.0), (0.0, 0.0, hz))
+    else:
+        axes = ((hx, 0.0, 0.0), (0.0, hy, 0.0), (0.0, 0.0, hz))
+    rel = [prim.centre[j] - origin[j] for j in range(3)]
+    q0 = [sum(row[j] * rel[j] for j in range(3)) for row in rot_t]
+    qa = [[sum(row[j] * ax[j] for j in range(3)) for row in rot_t] for ax in axes]
+    us, vs = [], []
+    for s1 in (-1.0, 1.0):
+        for s2 in (-1.0, 1.0):
+            for s3 in (-1.0, 1.0):
+                x, y, z = (q0[i] + s1 * qa[0][i] + s2 * qa[1][i] + s3 * qa[2][i] for i in range(3))
+                if z < 1e-2:  # a corner near or behind the camera: no finite bound
+                    return slice(0, height), slice(0, width)
+                us.append(x / z)
+                vs.append(y / z)
+    u0 = max(math.floor(k[0][0] * min(us) + k[0][2]) - 1, 0)
+    u1 = min(math.ceil(k[0][0] * max(us) + k[0][2]) + 2, width)
+    v0 = max(math.floor(k[1][1] * min(vs) + k[1][2]) - 1, 0)
+    v1 = min(math.ceil(k[1][1] * max(vs) + k[1][2]) + 2, height)
+    return slice(v0, max(v0, v1)), slice(u0, max(u0, u1))
+
+
+_Hit = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _hit_sphere(
+    prim: Primitive, o: np.ndarray, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray
+) -> _Hit:
+    """Ray parameter of the front hit (inf on a miss) and the world normal there.
+
+    Quadrics are solved in float64 (``dx, dy, dz`` are float64): at silhouettes the root
+    is ill-conditioned and float32 would lose ~1e-4 relative depth accuracy.
+    """
+    r = prim.radius
+    ox, oy, oz = (float(v) for v in o - prim.centre)
+    a = dx * dx + dy * dy + dz * dz
+    b = ox * dx + oy * dy + oz * dz  # half of the usual b
+    cc = ox * ox + oy * oy + oz * oz - r * r  # > 0: the camera is outside
+    disc = b * b - a * cc
+    hit = (disc >= 0) & (b < 0)  # with cc > 0, the front root is positive iff b < 0
+    # Stable form of the near root, t = cc / (-b + sqrt(disc)): no cancellation.
+    t = np.where(hit, cc / (np.sqrt(disc) - b), np.inf)
+    nx, ny, nz = ox + t * dx, oy + t * dy, oz + t * dz
+    inv = 1.0 / np.sqrt(nx * nx + ny * ny + nz * nz)  # ~1 / r, exactly unit
+    return t.astype(_F), (nx * inv).astype(_F), (ny * inv).astype(_F), (nz * inv).astype(_F)
+
+
+def _hit_box(
+    prim: Primitive, o: np.ndarray, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray
+) -> _Hit:
+    cs, sn = math.cos(prim.yaw), math.sin(prim.yaw)
+    wx, wy, wz = (float(v) for v in o - prim.centre)
+    # World -> box frame: rotate by -yaw about z.
+    origin = (cs * wx + sn * wy, -sn * wx + cs * wy, wz)
+    ldx = _F(cs) * dx + _F(sn) * dy
+    ldy = _F(-sn) * dx + _F(cs) * dy
+    tn, tf = [], []
+    for ld, ol, h in zip((ldx, ldy, dz), origin, prim.half_extents, strict=True):
+        inv = _F(1.0) / ld
+        t1 = _F(-h - ol) * inv
+        t2 = _F(h - ol) * inv
+        tn.append(np.minimum(t1, t2))
+        tf.append(np.maximum(t1, t2))
+    tnear = np.maximum(np.maximum(tn[0], tn[1]), tn[2])
+    tfar = np.minimum(np.minimum(tf[0], tf[1]), tf[2])
+    t = np.where((tnear <= tfar) & (tnear > 0), tnear, _F(np.inf))
+    # Normal: the slab entered last, pointing against the ray.
+    on_x = tn[0] == tnear
+    on_y = (tn[1] == tnear) & ~on_x
+    on_z = ~(on_x | on_y)
+    nlx = np.copysign(on_x.astype(_F), -ldx)
+    nly = np.copysign(on_y.astype(_F), -ldy)
+    nz = np.copysign(on_z.astype(_F), -dz)
+    return t, _F(cs) * nlx - _F(sn) * nly, _F(sn) * nlx + _F(cs) * nly, nz
+
+
+def _hit_cylinder(
+    prim: Primitive, o: np.ndarray, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray
+) -> _Hit:
+    """Vertical capped cylinder on the floor; float64 rays as in :func:`_hit_sphere`."""
+    r = prim.radius
+    top = 2.0 * prim.half_extents[2]  # the base is on the floor, z = 0
+    ox, oy = float(o[0] - prim.centre[0]), float(o[1] - prim.centre[1])
+    oz = float(o[2])
+    a = dx * dx + dy * dy
+    b = ox * dx + oy * dy
+    cc = ox * ox + oy * oy - r * r  # > 0: the camera is outside
+    disc = b * b - a * cc
+    ts = cc / (np.sqrt(disc) - b)  # NaN where disc < 0
+    zs = oz + ts * dz
+    side = (disc >= 0) & (b < 0) & (zs >= 0) & (zs <= top)
+    ts = np.where(side, ts, np.inf)
+    if oz > top:  # the top cap is visible only from above
+        tc = (top - oz) / dz
+        px, py = ox + tc * dx, oy + tc * dy
+        cap = (tc > 0) & (px * px + py * py <= r * r) & (tc < ts)
+        t = np.where(cap, tc, ts)
+    else:
+        cap = np.zeros(ts.shape, dtype=bool)
+        t = ts
+    nx, ny = ox + t * dx, oy + t * dy
+    inv = 1.0 / np.sqrt(nx * nx + ny * ny)  # ~1 / r, exactly unit
+    nx = np.where(cap, 0.0, nx * inv).astype(_F)
+    ny = np.where(cap, 0.0, ny * inv).astype(_F)
+    return t.astype(_F), nx, ny, cap.astype(_F)
+
+
+_HITS = {"sphere": _hit_sphere, "box": _hit_box, "cylinder": _hit_cylinder}
+_NOISE: dict[tuple[int, int], np.ndarray] = {}
+_NOISE_PAD = 61
+
+
+def _noise(height: int, width: int) -> np.ndarray:
+    """A fixed uniform noise tile (+-6 grey levels), larger than the image; cached."""
+    tile = _NOISE.get((height, width))
+    if tile is None:
+        if len(_NOISE) > 8:
+            _NOISE.clear()
+        gen = np.random.default_rng(0x5EED)
+        shape = (height + _NOISE_PAD, width + _NOISE_PAD, 3)
+        tile = (gen.random(shape, dtype=_F) - _F(0.5)) * _F(12.0)
+        _NOISE[(height, width)] = tile
+    return tile
+
+
+def render_scene(seed: int, index: int, height: int = 128, width: int = 128) -> RenderedScene:
+    """Render synthetic indoor scene number ``index`` of stream ``seed``.
+
+    Parameters
+    ----------
+    seed : int
+        Non-negative stream seed.
+    index : int
+        Non-negative scene index in the stream.
+    height, width : int
+        Image size in pixels (any positive size; need not be square or a multiple of 32).
+
+    Returns
+    -------
+    RenderedScene
+        Image and exact labels; see :class:`RenderedScene` for dtypes and conventions
+        (z-depth in metres, camera-frame normals, ``valid`` False on windows).
+
+    Notes
+    -----
+    Deterministic: all randomness comes from ``np.random.default_rng([seed, index])``,
+    so the same arguments give bit-identical arrays, whatever was rendered before.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"image size must be positive, got height={height}, width={width}")
+    rng = np.random.default_rng([seed, index])
+    scene, style = _sample_scene(rng, height, width)
+    # Misses are carried as t = inf; inf * 0 and x / 0 are expected and discarded.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _render(scene, style, rng)
+
+
+def _render(scene: SceneDescription, style: _Style, rng: np.random.Generator) -> RenderedScene:
+    """Ray cast ``scene``: one vectorised pass over all pixels per surface type.
+
+    Per-pixel work is float32 (about 1e-7 relative error), except the sphere and
+    cylinder root solves, which run in float64 inside each primitive's image rectangle
+    (at silhouettes float32 would cost ~1e-4 relative depth). ``np.where`` and
+    ``np.sign`` are avoided in the full-frame passes, where they are several times
+    slower than arithmetic on booleans. Pixel noise is a fixed cached tile, shifted by
+    an offset drawn from ``rng`` (cheaper than drawing fresh noise, still deterministic).
+    """
+    height, width = scene.height, scene.width
+    k = scene.intrinsics
+    r = scene.camera_to_world[:3, :3].astype(_F)
+    o = scene.camera_to_world[:3, 3]
+    ox, oy, oz = _F(o[0]), _F(o[1]), _F(o[2])
+    one = _F(1.0)
+
+    # World ray directions of the camera-frame rays K^-1 (u, v, 1): their camera z is 1,
+    # so the ray parameter t is the z-depth.
+    xs64 = ((np.arange(width) - k[0, 2]) / k[0, 0])[None, :]
+    ys64 = ((np.arange(height) - k[1, 2]) / k[1, 1])[:, None]
+    r64 = scene.camera_to_world[:3, :3]
+    xs, ys = xs64.astype(_F), ys64.astype(_F)
+    dx = r[0, 0] * xs + (r[0, 1] * ys + r[0, 2])
+    dy = r[1, 0] * xs + (r[1, 1] * ys + r[1, 2])
+    dz = r[2, 0] * xs + (r[2, 1] * ys + r[2, 2])
+
+    # Room: from the inside, the ray leaves through the nearest of three planes.
+    lo, hi = scene.room_min, scene.room_max
+    pos_x, pos_y, pos_z = dx > 0, dy > 0, dz > 0
+    # The camera is strictly inside, so every exit parameter is positive; abs() turns
+    # the -inf of a zero direction component (negative numerator / +0) into +inf.
+    tx = np.abs((_F(lo[0] - o[0]) + _F(hi[0] - lo[0]) * pos_x) / dx)
+    ty = np.abs((_F(lo[1] - o[1]) + _F(hi[1] - lo[1]) * pos_y) / dy)
+    tz = np.abs((_F(lo[2] - o[2]) + _F(hi[2] - lo[2]) * pos_z) / dz)
+    on_z = (tz <= tx) & (tz <= ty)
+    on_x = (tx <= ty) & ~on_z
+    on_y = ~(on_x | on_z)
+    t = np.minimum(np.minimum(tx, ty), tz)
+    # Surface ids: floor 0, wall 1, ceiling 2 (then window 3, primitive i: 4 + i).
+    surface = (~on_z).view(np.uint8) + (on_z & pos_z).view(np.uint8) * np.uint8(2)
+    nx = np.copysign(on_x.astype(_F), -dx)
+    ny = np.copysign(on_y.astype(_F), -dy)
+    nz = np.copysign(on_z.astype(_F), -dz)
+
+    # Primitives, each tested only inside its image rectangle; the nearest hit wins.
+    rects = []
+    rot_t, origin, k_list = scene.camera_to_world[:3, :3].T.tolist(), o.tolist(), k.tolist()
+    for i, prim in enumerate(scene.primitives):
+        rs = _rect(prim, rot_t, origin, k_list, height, width)
+        rects.append(rs)
+        if rs[0].stop <= rs[0].start or rs[1].stop <= rs[1].start:
+            continue
+        if prim.kind == "box":
+            ti, nxi, nyi, nzi = _hit_box(prim, o, dx[rs], dy[rs], dz[rs])
+        else:  # quadrics: float64 rays
+            x64, y64 = xs64[:, rs[1]], ys64[rs[0]]
+            ti, nxi, nyi, nzi = _HITS[prim.kind](
+                prim,
+                o,
+                r64[0, 0] * x64 + (r64[0, 1] * y64 + r64[0, 2]),
+                r64[1, 0] * x64 + (r64[1, 1] * y64 + r64[1, 2]),
+                r64[2, 0] * x64 + (r64[2, 1] * y64 + r64[2, 2]),
+            )
+        closer = ti < t[rs]
+        np.copyto(t[rs], ti, where=closer)
+        np.copyto(nx[rs], nxi, where=closer)
+        np.copyto(ny[rs], nyi, where=closer)
+        np.copyto(nz[rs], nzi, where=closer)
+        np.copyto(surface[rs], np.uint8(_OBJ0 + i), where=closer)
+
+    px = ox + t * dx
+    py = oy + t * dy
+    pz = oz + t * dz
+
+    # Windows: wall pixels inside a window rectangle.
+    window = None
+    if scene.windows:
+        window = np.zeros((height, width), dtype=bool)
+        on_wall = surface == _S_WALL
+        mullions = np.zeros((height, width), dtype=bool)
+        for win in scene.windows:
+            if win.wall < 2:
+                along, ai, side = py, 1, on_x & (pos_x if win.wall == 1 else ~pos_x)
+            else:
+                along, ai, side = px, 0, on_y & (pos_y if win.wall == 3 else ~pos_y)
+            a0, a1 = win.corner_min[ai], win.corner_max[ai]
+            z0, z1 = win.corner_min[2], win.corner_max[2]
+            window |= (
+                on_wall
+                & side
+                & (along >= _F(a0))
+                & (along <= _F(a1))
+                & (pz >= _F(z0))
+                & (pz <= _F(z1))
+            )
+            # Appearance only: a window cross (part of the window class).
+            mullions |= (np.abs(along - _F((a0 + a1) / 2)) < _F(0.03)) | (
+                np.abs(pz - _F((z0 + z1) / 2)) < _F(0.03)
+            )
+        mullions &= window
+        np.copyto(surface, np.uint8(_S_WINDOW), where=window)
+
+    lut = np.array(
+        [FLOOR, WALL, CEILING, WINDOW] + [p.class_id for p in scene.primitives], dtype=np.uint8
+    )
+    semseg = np.take(lut, surface)
+
+    # Appearance: a colour per surface times a pattern factor, Lambertian shading from
+    # one point light plus ambient, and a little noise.
+    # Floor: checkerboard in world coordinates. Walls: optional vertical stripes.
+    inv_tile = _F(1.0 / style.floor_tile)
+    cells = np.floor(px * inv_tile) + np.floor(py * inv_tile)
+    checker = cells - _F(2.0) * np.floor(cells * _F(0.5))  # parity, 0 or 1
+    pattern = one - _F(0.45) * checker * (surface == _S_FLOOR)
+    if style.wall_stripe > 0:
+        cells = np.floor((px + py) * _F(1.0 / style.wall_stripe))
+        stripe = cells - _F(2.0) * np.floor(cells * _F(0.5))
+        pattern -= _F(0.12) * stripe * (surface == _S_WALL)
+    for i, (prim, rs) in enumerate(zip(scene.primitives, rects, strict=True)):
+        mine = surface[rs] == _OBJ0 + i
+        n = style.stripes[i]
+        cx, cy, cz = prim.centre
+        if prim.kind == "sphere":  # horizontal bands (latitude)
+            cells = np.floor((pz[rs] - _F(cz)) * _F(n / prim.radius))
+            f = one - _F(0.45) * (cells - _F(2.0) * np.floor(cells * _F(0.5)))
+        elif prim.kind == "cylinder":  # 2n vertical stripes (longitude), plain cap
+            # The sign of Im((x + iy)^n) alternates every pi / n of azimuth.
+            re, im = px[rs] - _F(cx), py[rs] - _F(cy)
+            zr, zi = re, im
+            for _ in range(n - 1):
+                zr, zi = zr * re - zi * im, zr * im + zi * re
+            f = one - _F(0.45) * (zi < 0)
+            f = np.maximum(f, _F(1.1) * (nz[rs] > 0.5))
+        else:  # dark edges around every face
+            cs, sn = _F(math.cos(prim.yaw)), _F(math.sin(prim.yaw))
+            ax, ay = px[rs] - _F(cx), py[rs] - _F(cy)
+            hx, hy, hz = prim.half_extents
+            near = (
+                (np.abs(cs * ax + sn * ay) > _F(0.8 * hx)).view(np.uint8)
+                + (np.abs(cs * ay - sn * ax) > _F(0.8 * hy)).view(np.uint8)
+                + (np.abs(pz[rs] - _F(cz)) > _F(0.8 * hz)).view(np.uint8)
+            )
+            f = one - _F(0.65) * (near >= 2)
+        np.copyto(pattern[rs], f, where=mine)
+
+    lx, ly, lz = (_F(v) for v in scene.light_position)
+    lx, ly, lz = lx - px, ly - py, lz - pz
+    d2 = lx * lx + ly * ly + lz * lz
+    ndotl = np.maximum(nx * lx + ny * ly + nz * lz, _F(0)) / np.sqrt(d2)
+    shade = _F(0.34) + _F(0.04) * nz + ndotl * (_F(1.1) / (one + d2 * _F(1.0 / 16.0)))
+    shade *= pattern
+    if window is not None:  # glass shows the bright sky, brighter upwards; light frame
+        sky = _F(0.82) + _F(0.08) * (pz - one) + _F(0.4) * mullions
+        np.copyto(shade, sky, where=window)
+    colours = np.array(
+        [style.floor, style.wall, style.ceiling, (0.55, 0.78, 1.0)]
+        + [p.albedo for p in scene.primitives],
+        dtype=_F,
+    ) * _F(255.0)
+    img = np.stack([np.take(colours[:, c], surface) * shade for c in range(3)], axis=-1)
+    oy_, ox_ = int(rng.integers(0, _NOISE_PAD + 1)), int(rng.integers(0, _NOISE_PAD + 1))
+    img += _noise(height, width)[oy_ : oy_ + height, ox_ : ox_ + width]
+    np.clip(img, 0.0, 255.0, out=img)
+    image = (img + _F(0.5)).astype(np.uint8)
+
+    # Labels in the camera frame: n_cam = R^T n_world; zero and invalid on windows.
+    normal_planes = [r[0, j] * nx + r[1, j] * ny + r[2, j] * nz for j in range(3)]
+    if window is not None:
+        valid = ~window
+        normal_planes = [n * valid for n in normal_planes]
+        t *= valid
+    else:
+        valid = np.ones((height, width), dtype=bool)
+    return RenderedScene(
+        image=image,
+        semseg=semseg,
+        depth=t,
+        normals=np.stack(normal_planes, axis=-1),
+        valid=valid,
+        intrinsics=k.astype(_F),
+        scene=scene,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Torch data set
+# --------------------------------------------------------------------------------------
+
+
+class SyntheticScenes(Dataset):
+    """Map-style data set of :func:`render_scene` samples, rendered on the fly.
+
+    Parameters
+    ----------
+    split : str
+        ``"train"``, ``"val"`` or ``"test"``: disjoint scene streams. Sample ``i`` of a
+        split is ``render_scene(3 * seed + split_id, i, height, width)`` with
+        ``split_id`` its position in :data:`SPLITS`, so no two (seed, split) pairs share
+        a stream.
+    length : int
+        Number of samples.
+    height, width : int
+        Image size in pixels.
+    seed : int
+        Non-negative data set seed.
+    transform : callable, optional
+        Applied last to each sample dict (e.g. an augmentation).
+
+    Each sample holds ``"image"`` (:class:`Image` uint8 ``[3, H, W]``), ``"semseg"``
+    (:class:`ClassMask` int64 ``[H, W]``), ``"depth"`` (:class:`ScalarField` float32
+    ``[1, H, W]``, z-depth in metres), ``"normals"`` (:class:`UnitVectorField` float32
+    ``[3, H, W]``, camera frame), ``"valid"`` (:class:`ValidityMask` bool ``[H, W]``,
+    for depth and normals) and ``"intrinsics"`` (:class:`Intrinsics` float32 ``[3, 3]``).
+    The semantic mask has no ignored pixels: windows are a class.
+    """
+
+    class_names: tuple[str, ...] = CLASS_NAMES
+    ignore_index: int = 255
+    target_kinds: ClassVar[dict[str, type[TargetKind]]] = {
+        "image": Image,
+        "semseg": ClassMask,
+        "depth": ScalarField,
+        "normals": UnitVectorField,
+        "valid": ValidityMask,
+        "intrinsics": Intrinsics,
+    }
+
+    def __init__(
+        self,
+        split: str = "train",
+        length: int = 1000,
+        height: int = 128,
+        width: int = 128,
+        seed: int = 0,
+        transform: Callable[[dict], dict] | None = None,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; valid splits are {', '.join(SPLITS)}")
+        if length < 0:
+            raise ValueError(f"length must be >= 0, got {length}")
+        if height < 1 or width < 1:
+            raise ValueError(f"image size must be positive, got height={height}, width={width}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        self.split = split
+        self.length = int(length)
+        self.height = int(height)
+        self.width = int(width)
+        self.seed = int(seed)
+        self.transform = transform
+        self._stream = 3 * self.seed + SPLITS.index(split)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        i = operator.index(i)
+        if not 0 <= i < self.length:
+            raise IndexError(f"index {i} out of range for a data set of length {self.length}")
+        s = render_scene(self._stream, i, self.height, self.width)
+        sample: dict[str, torch.Tensor] = {
+            "image": Image(torch.from_numpy(s.image).permute(2, 0, 1).contiguous()),
+            "semseg": ClassMask(torch.from_numpy(s.semseg.astype(np.int64))),
+            "depth": ScalarField(torch.from_numpy(s.depth)[None]),
+            "normals": UnitVectorField(torch.from_numpy(s.normals).permute(2, 0, 1).contiguous()),
+            "valid": ValidityMask(torch.from_numpy(s.valid)),
+            "intrinsics": Intrinsics(torch.from_numpy(s.intrinsics)),
+        }
+        if self.transform is not None:
+            sample = self.transform(sample)
+        return sample
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(split={self.split!r}, length={self.length}, "
+            f"height={self.height}, width={self.width}, seed={self.seed})"
+        )
