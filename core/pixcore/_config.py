@@ -190,4 +190,6 @@ def _apply_override(data: Any, override: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part!r} is not a mapping")
         node = node.setdefault(part, {})
+    if not isinstance(node, dict):
+        raise ConfigError(f"override {override!r}: {'.'.join(parts[:-1]) or '<root>'} is not a mapping")
     node[parts[-1]] = yaml.safe_load(raw)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import pluggy
 
 from pixcore import hookspecs
-from pixcore._errors import PluginLoadError
+from pixcore._errors import DuplicateComponentError, PluginLoadError
 from pixcore._records import Component, ComponentNamespace
 from pixcore._registry import FAMILIES, Registry
 
@@ -88,7 +88,9 @@ class PluginManager:
         if builtins:
             from pixcore import _builtin
 
-            self.register(_builtin, name=BUILTIN_NAME, distribution="pixcore")
+            from pixcore import __version__
+
+            self.register(_builtin, name=BUILTIN_NAME, distribution="pixcore", version=__version__)
         if (not _env_flag(DISABLE_AUTOLOAD_ENV)) if autoload is None else autoload:
             self.load_entrypoints()
 
@@ -116,7 +118,10 @@ class PluginManager:
             except Exception as error:  # any import-time failure of third-party code
                 self._fail(ep.name, dist_name, version, f"{type(error).__name__}: {error}", error)
                 continue
-            self.register(plugin, name=ep.name, distribution=dist_name, version=version)
+            try:
+                self.register(plugin, name=ep.name, distribution=dist_name, version=version)
+            except PluginLoadError as error:  # e.g. a misspelled hook name
+                self._fail(ep.name, dist_name, version, str(error), error)
 
     def _fail(self, name: str, dist: str, version: str | None, error: str, cause: BaseException) -> None:
         message = (
@@ -143,10 +148,21 @@ class PluginManager:
         name. A misspelled hook name raises at once.
         """
         with self._lock:
-            registered = self._pm.register(plugin, name=name)
+            try:
+                registered = self._pm.register(plugin, name=name)
+            except ValueError as error:  # pluggy: this name or object is already registered
+                raise PluginLoadError(f"cannot register plugin {name or plugin!r}: {error}") from None
             if registered is None:
-                raise PluginLoadError(f"plugin {name or plugin!r} is blocked or already registered")
-            self._pm.check_pending()
+                raise PluginLoadError(f"plugin {name or plugin!r} is blocked")
+            try:
+                self._pm.check_pending()
+            except pluggy.PluginValidationError as error:
+                self._pm.unregister(name=registered)  # leave the manager as it was
+                hooks = ", ".join(f"pixcore_{family}" for family in FAMILIES)
+                raise PluginLoadError(
+                    f"plugin {registered!r} was not registered: {error}. "
+                    f"The registration hooks are: {hooks}."
+                ) from None
             dist = distribution or f"<in-process {registered}>"
             self._infos[registered] = PluginInfo(registered, dist, version, "loaded")
             self._registries = None
@@ -178,7 +194,7 @@ class PluginManager:
                 hook = getattr(self._pm.hook, f"pixcore_{family}")
                 # pluggy calls the newest plugin first; register in load order instead so
                 # that built-ins come first and a duplicate is blamed on the later plugin.
-                for impl in reversed(hook.get_hookimpls()):
+                for impl in hook.get_hookimpls():
                     info = self._infos[impl.plugin_name]
                     for record in self._call(impl, family, info):
                         record = dataclasses.replace(record, distribution=self._label(info))
@@ -190,7 +206,14 @@ class PluginManager:
 
     def _call(self, impl: pluggy.HookImpl, family: str, info: PluginInfo) -> list[Component | ComponentNamespace]:
         try:
-            return list(impl.function() or ())
+            records = list(impl.function() or ())
+            for record in records:
+                if not isinstance(record, (Component, ComponentNamespace)):
+                    raise TypeError(
+                        f"yielded {record!r}; yield pixcore.Component or "
+                        "pixcore.ComponentNamespace records"
+                    )
+            return records
         except Exception as error:
             message = (
                 f"pixcore plugin {info.name!r} ({info.distribution}) raised in "
@@ -207,8 +230,17 @@ class PluginManager:
         return f"{info.distribution} {info.version}" if info.version else info.distribution
 
     def plugins(self) -> list[PluginInfo]:
-        """Every known plugin (loaded, failed or blocked) with what it registered."""
-        self._build()
+        """Every known plugin (loaded, failed or blocked) with what it registered.
+
+        A duplicate name does not stop the listing (it is what one runs to find the
+        clash): the error is attached to the plugins involved instead.
+        """
+        try:
+            self._build()
+        except DuplicateComponentError as error:
+            for info in self._infos.values():
+                if info.distribution in str(error):
+                    info.error = str(error)
         return list(self._infos.values())
 
 

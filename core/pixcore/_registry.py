@@ -105,6 +105,7 @@ class Registry(Generic[T]):
 
     def __init__(self, family: str) -> None:
         self.family = family
+        self.singular = family[:-2] if family.endswith("sses") else family[:-1]  # "losses" -> "loss"
         self._components: dict[str, Component] = {}
         self._namespaces: dict[str, ComponentNamespace] = {}
 
@@ -132,7 +133,7 @@ class Registry(Generic[T]):
 
     def _duplicate(self, name: str, first: str | None, second: str | None) -> DuplicateComponentError:
         return DuplicateComponentError(
-            f"{self.family[:-1]} {name!r} is registered twice: by {first or '<unknown>'} and by "
+            f"{self.singular} {name!r} is registered twice: by {first or '<unknown>'} and by "
             f"{second or '<unknown>'}. Uninstall one of them, or block one with "
             "PIXCORE_BLOCK_PLUGINS=<plugin name> (see `pixcore plugins`)."
         )
@@ -176,7 +177,7 @@ class Registry(Generic[T]):
 
     def _unknown(self, name: str, candidates: Iterable[str]) -> UnknownComponentError:
         candidates = list(candidates)
-        singular = self.family[:-1]
+        singular = self.singular
         message = f"unknown {singular} {name!r}."
         close = difflib.get_close_matches(name.lower(), candidates, n=3, cutoff=0.6)
         if close:
@@ -223,7 +224,13 @@ class Registry(Generic[T]):
         ``num_classes``); each reaches the factory only if it declares a parameter of that
         name, and an explicit user parameter wins. Errors name the config ``path``.
         """
-        component = self.get(name)
+        try:
+            component = self.get(name)
+        except UnknownComponentError as error:
+            if not path:
+                raise
+            where = path.removesuffix(".params")  # the component's place in the config
+            raise UnknownComponentError(self.family, name, f"{where}: {error}") from None
         model = params_model(component)
         accepted = set(model.model_fields)
         merged = {k: v for k, v in (context or {}).items() if k in accepted}
@@ -232,7 +239,7 @@ class Registry(Generic[T]):
             validated = model.model_validate(merged)
         except ValidationError as error:
             raise ConfigError(
-                f"invalid parameters for {self.family[:-1]} {component.name!r}"
+                f"invalid parameters for {self.singular} {component.name!r}"
                 f" (from {component.distribution or 'unknown'}):\n"
                 + _format_validation_error(error, path)
                 + f"\nAccepted parameters: {', '.join(sorted(accepted - set(context or {}))) or '(none)'}."
