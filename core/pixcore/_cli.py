@@ -98,8 +98,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             row = [image_to_rgb(np.asarray(sample["image"]))]
             for name, binding in model.bindings.items():
                 target, valid = binding.task.target_and_valid({k: v.unsqueeze(0) for k, v in sample.items()})
-                row.append(binding.task.visualize(target[0], valid[0]))
-                row.append(binding.task.visualize(predictions[name][0].cpu(), valid[0]))
+                row.extend(binding.task.visualize_pair(target[0], predictions[name][0].cpu(), valid[0]))
             panels.append(row)
     labels = ["input"] + [f"{n} {w}" for n in model.bindings for w in ("truth", "pred")]
     grid = save_grid(out / "samples.png", panels, labels, scale=2)

@@ -1,7 +1,7 @@
 """Task-agnostic heads shipped with the core: every task plugin can use them.
 
-A head produces *raw* channels; the task decodes them (softplus for depth, L2
-normalisation for normals), so one decoder serves any task.
+A head produces *raw* channels; the task decodes them (a positive depth, unit
+normals), so one decoder serves any task.
 """
 
 from __future__ import annotations

@@ -149,7 +149,11 @@ class Metric(abc.ABC):
         """Reduce the state across processes (if distributed) and return the results."""
         state = self._state
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            state = {k: v.clone() for k, v in state.items()}
+            # NCCL reduces CUDA tensors only; a rank that saw no batch still holds CPU state.
+            device = torch.device("cpu")
+            if dist.get_backend() == "nccl":
+                device = torch.device("cuda", torch.cuda.current_device())
+            state = {k: v.to(device, copy=True) for k, v in state.items()}
             for value in state.values():
                 dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return self._compute(state)
@@ -250,6 +254,16 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def visualize(self, value: Tensor, valid: Tensor | None = None) -> np.ndarray:
         """One prediction or target (no batch dim) -> ``[H, W, 3]`` uint8 RGB picture."""
+
+    def visualize_pair(
+        self, target: Tensor, prediction: Tensor, valid: Tensor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Pictures of a target and a prediction for side-by-side viewing.
+
+        Override when the two must share a scale (a depth colour map): by default each is
+        drawn with :meth:`visualize` on its own.
+        """
+        return self.visualize(target, valid), self.visualize(prediction, valid)
 
     @abc.abstractmethod
     def baseline(self, targets: Iterator[tuple[Tensor, Tensor]]) -> Tensor:

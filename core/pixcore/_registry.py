@@ -43,6 +43,7 @@ KNOWN_PROVIDERS: dict[str, dict[str, str]] = {
         "silog": "pixcore-depth",
         "angular": "pixcore-normals",
         "cosine": "pixcore-normals",
+        "l1": "pixcore-depth",
     },
     "metrics": {
         "miou": "pixcore-seg",
@@ -182,8 +183,9 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(name.lower(), candidates, n=3, cutoff=0.6)
         if close:
             message += " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+        covered = any(name.lower().startswith(prefix) for prefix in self._namespaces)
         for pattern, distribution in KNOWN_PROVIDERS.get(self.family, {}).items():
-            if fnmatch.fnmatchcase(name.lower(), pattern):
+            if not covered and fnmatch.fnmatchcase(name.lower(), pattern):
                 message += (
                     f" {name!r} is provided by the plugin distribution {distribution}: "
                     f"pip install {distribution}."

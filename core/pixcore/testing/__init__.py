@@ -1,0 +1,51 @@
+"""Contract checks for pixcore components, shipped for plugin authors.
+
+Every first-party plugin tests itself with these functions, and a third-party plugin
+should too: each check exercises one interface contract (shapes, padding, invalid
+pixels, gradients, summable metric state, ...) and raises :class:`ContractError`
+naming the broken rule.
+
+Example (a plugin's ``tests/test_my_task.py``)::
+
+    import my_plugin
+    from pixcore.testing import check_task, isolated_manager
+
+    def test_contract():
+        check_task("my_task", {"num_classes": 3}, manager=isolated_manager(my_plugin))
+
+Nothing here is registered by default, and importing this module does not need pytest.
+"""
+
+from pixcore.testing._backbone import TINY_BACKBONE_NAME as TINY_BACKBONE_NAME
+from pixcore.testing._backbone import TinyBackbone as TinyBackbone
+from pixcore.testing._backbone import TinyBackbonePlugin as TinyBackbonePlugin
+from pixcore.testing._check_model import check_backbone as check_backbone
+from pixcore.testing._check_model import check_head as check_head
+from pixcore.testing._check_model import padded_size as padded_size
+from pixcore.testing._check_objectives import check_loss as check_loss
+from pixcore.testing._check_objectives import check_metric as check_metric
+from pixcore.testing._check_task import check_task as check_task
+from pixcore.testing._contract import ContractError as ContractError
+from pixcore.testing._data import RandomBatch as RandomBatch
+from pixcore.testing._data import make_batch as make_batch
+from pixcore.testing._data import random_batch as random_batch
+from pixcore.testing._data import replace_invalid as replace_invalid
+from pixcore.testing._manager import isolated_manager as isolated_manager
+
+__all__ = [
+    "TINY_BACKBONE_NAME",
+    "ContractError",
+    "RandomBatch",
+    "TinyBackbone",
+    "TinyBackbonePlugin",
+    "check_backbone",
+    "check_head",
+    "check_loss",
+    "check_metric",
+    "check_task",
+    "isolated_manager",
+    "make_batch",
+    "padded_size",
+    "random_batch",
+    "replace_invalid",
+]

@@ -1,0 +1,224 @@
+"""A timm model as a pixcore backbone."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import timm
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import Tensor, nn
+
+import pixcore
+
+__all__ = ["DEFAULT_OUT_INDICES", "TimmBackbone", "TimmBackboneParams"]
+
+#: The last four feature levels: strides 4, 8, 16 and 32 for CNNs.
+DEFAULT_OUT_INDICES = (-4, -3, -2, -1)
+
+
+class TimmBackboneParams(BaseModel):
+    """Parameters of every ``timm/<model>`` backbone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pretrained: bool | str = Field(
+        default=False,
+        description=(
+            "False: random initialisation. A path: load weights from that local file "
+            "(.safetensors, or a torch checkpoint loaded with weights_only). True is refused: "
+            "pixcore never downloads."
+        ),
+    )
+    out_indices: tuple[int, ...] | None = Field(
+        default=None,
+        description="timm feature levels to return; None: the last four (strides 4..32 for CNNs).",
+    )
+    drop_path_rate: float = Field(default=0.0, ge=0.0, lt=1.0, description="Stochastic depth rate.")
+    in_chans: int = Field(default=3, ge=1, description="Input channels.")
+    freeze: bool = Field(
+        default=False,
+        description=(
+            "No gradients to the backbone, and it stays in eval mode (frozen norm statistics)."
+        ),
+    )
+
+    @field_validator("pretrained", mode="before")
+    @classmethod
+    def _path_to_str(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def _weights_file(model_name: str, pretrained: bool | str) -> Path | None:
+    if pretrained is False:
+        return None
+    if pretrained is True:
+        raise pixcore.ConfigError(
+            f"timm/{model_name}: pretrained=True would download weights, and pixcore never "
+            "downloads anything. Fetch the weights once yourself (for example "
+            f"`timm.create_model({model_name!r}, pretrained=True)` on a machine with network "
+            "access, then `safetensors.torch.save_file(model.state_dict(), "
+            f"'{model_name}.safetensors')`), and pass the local file as the backbone parameter "
+            f"`pretrained`: {{name: timm/{model_name}, params: {{pretrained: "
+            f"/path/to/{model_name}.safetensors}}}}."
+        )
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise pixcore.ConfigError(
+            f"timm/{model_name}: pretrained weights file {str(path)!r} does not exist (or is not a "
+            "file). `pretrained` takes a local .safetensors file or torch checkpoint, or false."
+        )
+    return path
+
+
+class _MissingKeys(logging.Handler):
+    """Collects timm's report of model weights that a pretrained file did not provide."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.keys: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Missing keys (") and ")" in message:
+            listed = message[len("Missing keys ("):message.index(")")]
+            self.keys.extend(key.strip() for key in listed.split(",") if key.strip())
+
+    def used_by(self, model: nn.Module) -> list[str]:
+        """The missing weights that ``model`` (the final feature extractor) does use.
+
+        Weights of the classifier, which the feature extractor drops, may be missing.
+        Feature extractors built by hooks or getters keep the model under ``model.``.
+        """
+        names = set(model.state_dict())
+        return [k for k in self.keys if k in names or f"model.{k}" in names]
+
+
+@contextlib.contextmanager
+def _missing_keys() -> Iterator[_MissingKeys]:
+    # timm loads weights into a feature extractor non-strictly (its classifier is gone)
+    # and only logs the weights it could not find; catch that report so that a file of
+    # the wrong architecture is an error rather than a silently random backbone.
+    logger = logging.getLogger("timm.models._builder")
+    handler, level = _MissingKeys(), logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+class TimmBackbone(pixcore.Backbone):
+    """Any timm model, built with ``features_only=True``, as a multi-scale backbone.
+
+    ``feature_info`` comes from timm's own feature metadata (``channels()`` and
+    ``reduction()``). Pretrained weights are loaded only from a local file, through
+    timm's file override (``pretrained_cfg_overlay={"file": ...}``), which reads
+    ``.safetensors`` with safetensors and anything else with ``torch.load(...,
+    weights_only=True)``; a checkpoint of the full classifier or of the feature
+    extractor both work, and ``in_chans`` other than 3 adapts the stem as timm does.
+    Every weight of the feature extractor must come from the file: timm loads feature
+    extractors non-strictly and only logs what is missing, so that report is turned
+    into a :class:`pixcore.ConfigError` instead of leaving layers silently random.
+
+    Args:
+        model_name: A timm model name, optionally with a pretrained tag
+            (``"resnet18"``, ``"convnext_atto.d2_in1k"``).
+        pretrained: False, or the path of a local weights file.
+        out_indices: timm feature levels; default: the last four.
+        drop_path_rate: Stochastic depth rate (only passed to timm when non-zero).
+        in_chans: Input channels.
+        freeze: Turn off gradients for every parameter and keep the model in eval mode.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        pretrained: bool | str = False,
+        out_indices: tuple[int, ...] | None = None,
+        drop_path_rate: float = 0.0,
+        in_chans: int = 3,
+        freeze: bool = False,
+    ) -> None:
+        super().__init__()
+        params = TimmBackboneParams(
+            pretrained=pretrained, out_indices=out_indices, drop_path_rate=drop_path_rate,
+            in_chans=in_chans, freeze=freeze,
+        )
+        self.model_name = model_name
+        self.freeze = params.freeze
+        weights = _weights_file(model_name, params.pretrained)
+        indices = DEFAULT_OUT_INDICES if params.out_indices is None else tuple(params.out_indices)
+        kwargs: dict[str, Any] = {
+            "features_only": True,
+            "out_indices": indices,
+            "in_chans": params.in_chans,
+            "pretrained": weights is not None,
+        }
+        if params.drop_path_rate > 0:
+            kwargs["drop_path_rate"] = params.drop_path_rate
+        if weights is not None:
+            kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+        try:
+            with _missing_keys() as missing:
+                self.model = timm.create_model(model_name, **kwargs)
+        except (IndexError, AssertionError, ValueError) as error:
+            if params.out_indices is None:
+                hint = (
+                    f"by default the last four feature levels {DEFAULT_OUT_INDICES} are taken; "
+                    "set `out_indices` for models with fewer levels"
+                )
+            else:
+                hint = f"check `out_indices` {indices}"
+            raise pixcore.ConfigError(
+                f"timm/{model_name}: timm could not build the feature extractor "
+                f"({type(error).__name__}: {error}); {hint}."
+            ) from error
+        except (RuntimeError, KeyError, FileNotFoundError) as error:
+            if weights is None:
+                raise
+            raise pixcore.ConfigError(
+                f"timm/{model_name}: cannot load pretrained weights from {str(weights)!r} "
+                f"({type(error).__name__}: {error}). The file must hold a state dict of this "
+                "architecture (.safetensors, or a torch checkpoint readable with "
+                "weights_only=True)."
+            ) from error
+        absent = missing.used_by(self.model)
+        if absent:
+            shown = ", ".join(absent[:8])
+            if len(absent) > 8:
+                shown += f" and {len(absent) - 8} more"
+            raise pixcore.ConfigError(
+                f"timm/{model_name}: the weights file {str(weights)!r} does not fit this "
+                f"architecture: it lacks {len(absent)} weight(s) of the backbone ({shown}). Save "
+                "the state dict of the same timm model (`model.state_dict()`), or set "
+                "`pretrained: false`."
+            )
+        info = self.model.feature_info
+        self.feature_info = [
+            pixcore.FeatureLevel(channels=int(c), stride=int(r))
+            for c, r in zip(info.channels(), info.reduction(), strict=True)
+        ]
+        if self.freeze:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    def train(self, mode: bool = True) -> TimmBackbone:
+        """Switch train/eval mode; a frozen backbone always stays in eval mode."""
+        super().train(mode)
+        if self.freeze:
+            self.model.eval()
+        return self
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        return list(self.model(x))
+
+    def extra_repr(self) -> str:
+        return f"model_name={self.model_name!r}, freeze={self.freeze}"
