@@ -112,11 +112,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from pixcore._config import load_config
-    from pixcore.train import train
+    from pixcore.train import EXIT_INTERRUPTED, train
 
     config = load_config(args.config, args.set)
-    _, result = train(config, out_dir=args.out)
-    print(json.dumps(result.metrics, indent=2))
+    resume = None
+    if args.resume:
+        resume = Path(args.out) / "checkpoint.safetensors"
+        if not resume.exists():
+            raise PixcoreError(
+                f"--resume: there is no checkpoint at {resume}. Pass the --out folder of the run to "
+                "resume, or leave out --resume to start a new run."
+            )
+    trainer, result = train(config, out_dir=args.out, resume=resume)
+    if result.interrupted:  # a signal stopped it after writing the checkpoint (message printed)
+        return EXIT_INTERRUPTED
+    if trainer.is_main_process:
+        print(json.dumps(result.metrics, indent=2))
     return 0
 
 
@@ -176,6 +187,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set trainer.steps=100")
     train.add_argument("--out", default="runs/latest", help="output folder")
+    train.add_argument("--resume", action="store_true",
+                       help="continue exactly from <out>/checkpoint.safetensors (same config and "
+                            "number of processes); exit status 75 means a signal stopped the run "
+                            "after a checkpoint, resume it with --resume")
     train.set_defaults(func=_cmd_train)
 
     plugins = sub.add_parser("plugins", help="installed plugins, versions and what they register")

@@ -100,7 +100,7 @@ class DataConfig(_Strict):
 
 
 class TrainerConfig(_Strict):
-    """The first trainer's settings."""
+    """The trainer's settings (see docs/training.md)."""
 
     steps: int = Field(default=1000, ge=1, description="Optimiser steps.")
     lr: float = Field(default=1e-3, gt=0)
@@ -113,8 +113,38 @@ class TrainerConfig(_Strict):
     seed: int = 0
     eval_every: int | None = Field(default=None, ge=1, description="Steps; None: only at the end.")
     log_every: int = Field(default=10, ge=1)
-    checkpoint_every: int | None = Field(default=None, ge=1)
+    checkpoint_every: int | None = Field(
+        default=None, ge=1,
+        description="Write the checkpoint every this many steps (None: only at the end). "
+        "A run resumes from the last one exactly.",
+    )
     progress: bool = True
+    on_non_finite: Literal["stop", "skip"] = Field(
+        default="stop",
+        description="A NaN/inf loss: 'stop' raises, naming the step and task, and writes no "
+        "checkpoint; 'skip' leaves the model unchanged for that step and counts it.",
+    )
+    sync_batchnorm: bool = Field(
+        default=False,
+        description="With several processes (torchrun), normalise BatchNorm over the global "
+        "batch (SyncBatchNorm; CUDA only). No effect in a single process.",
+    )
+    tensorboard: bool = Field(
+        default=False,
+        description="Also log to <out>/tensorboard (needs the tensorboard package; without it "
+        "a warning is shown and training goes on).",
+    )
+    early_stopping_metric: str | None = Field(
+        default=None,
+        description="Stop when this evaluation result, 'task/key' (e.g. 'depth/abs_rel'), has "
+        "not improved for early_stopping_patience evaluations; needs eval_every.",
+    )
+    early_stopping_mode: Literal["min", "max"] = Field(
+        default="min", description="'min': lower is better; 'max': higher is better."
+    )
+    early_stopping_patience: int = Field(
+        default=3, ge=1, description="Evaluations without improvement before early stopping."
+    )
 
 
 class RunConfig(_Strict):

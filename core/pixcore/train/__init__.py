@@ -1,11 +1,27 @@
-"""Training, evaluation and checkpoints."""
+"""Training, evaluation, checkpoints, callbacks and distributed (torchrun) training.
 
+See ``docs/training.md`` for the loop, its events, resuming and multi-GPU runs.
+"""
+
+from pixcore.train._callbacks import Callback as Callback
+from pixcore.train._callbacks import Checkpointing as Checkpointing
+from pixcore.train._callbacks import CSVLogger as CSVLogger
+from pixcore.train._callbacks import EarlyStopping as EarlyStopping
+from pixcore.train._callbacks import JSONLLogger as JSONLLogger
+from pixcore.train._callbacks import TensorBoardLogger as TensorBoardLogger
 from pixcore.train._checkpoint import CheckpointError as CheckpointError
 from pixcore.train._checkpoint import LoadReport as LoadReport
+from pixcore.train._checkpoint import RngState as RngState
 from pixcore.train._checkpoint import load_checkpoint as load_checkpoint
 from pixcore.train._checkpoint import read_metadata as read_metadata
+from pixcore.train._checkpoint import read_rng_state as read_rng_state
 from pixcore.train._checkpoint import save_checkpoint as save_checkpoint
-from pixcore.train._trainer import AugmentedDataset as AugmentedDataset
+from pixcore.train._data import AugmentedDataset as AugmentedDataset
+from pixcore.train._data import ShardSampler as ShardSampler
+from pixcore.train._distributed import DistributedInfo as DistributedInfo
+from pixcore.train._distributed import init_distributed as init_distributed
+from pixcore.train._distributed import select_device as select_device
+from pixcore.train._signals import EXIT_INTERRUPTED as EXIT_INTERRUPTED
 from pixcore.train._trainer import NonFiniteLossError as NonFiniteLossError
 from pixcore.train._trainer import Trainer as Trainer
 from pixcore.train._trainer import TrainResult as TrainResult
@@ -14,23 +30,34 @@ from pixcore.train._trainer import build_scheduler as build_scheduler
 from pixcore.train._trainer import evaluate as evaluate
 from pixcore.train._trainer import evaluate_baselines as evaluate_baselines
 from pixcore.train._trainer import make_loaders as make_loaders
-from pixcore.train._trainer import select_device as select_device
 from pixcore.train._trainer import train as train
 
 __all__ = [
+    "EXIT_INTERRUPTED",
     "AugmentedDataset",
+    "CSVLogger",
+    "Callback",
     "CheckpointError",
+    "Checkpointing",
+    "DistributedInfo",
+    "EarlyStopping",
+    "JSONLLogger",
     "LoadReport",
     "NonFiniteLossError",
+    "RngState",
+    "ShardSampler",
+    "TensorBoardLogger",
     "TrainResult",
     "Trainer",
     "build_optimizer",
     "build_scheduler",
     "evaluate",
     "evaluate_baselines",
+    "init_distributed",
     "load_checkpoint",
     "make_loaders",
     "read_metadata",
+    "read_rng_state",
     "save_checkpoint",
     "select_device",
     "train",

@@ -1,37 +1,75 @@
 """The trainer: a plain PyTorch loop that reads top to bottom.
 
-    model, data, optimiser <- config
-    for step in range(steps):
-        batch  <- next batch, moved to the device
-        loss   <- weighted sum of the task losses        (non-finite: stop, name the task)
+    model, data, optimiser <- config        (torchrun: join the process group, wrap in DDP)
+    resume: restore everything the next step depends on, RNG states included
+    for step in range(step, steps):
+        batch  <- next batch of the epoch   (order fixed by (seed, epoch))
+        loss   <- weighted sum of the task losses     (not finite: stop, or skip the step)
         backward, clip, optimiser step, schedule step
-        every log_every steps:        one row in log.csv, progress bar
+        every log_every steps:        one log row (CSV, JSONL), progress bar
         every eval_every steps / end: evaluate the tasks' metrics on held-out data
         every checkpoint_every / end: write the checkpoint atomically
+        SIGTERM / SIGINT:             finish this step, write the checkpoint, stop
+
+Every hook point is an event of :mod:`pixcore.train._callbacks`, whose docstring (and
+``docs/training.md``) shows the loop with each event where it fires.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
+import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, SequentialSampler
 
 from pixcore._config import RunConfig, TrainerConfig
 from pixcore._errors import PixcoreError
-from pixcore._interfaces import Augmentation, Dataset, Sample
+from pixcore._interfaces import Sample
 from pixcore._model import MultiTaskModel, build_model_from_config
 from pixcore._plugins import PluginManager, get_plugin_manager
-from pixcore.train._checkpoint import save_checkpoint
+from pixcore.train._callbacks import (
+    Callback,
+    Checkpointing,
+    CSVLogger,
+    EarlyStopping,
+    JSONLLogger,
+    TensorBoardLogger,
+)
+from pixcore.train._checkpoint import (
+    CheckpointError,
+    RngState,
+    load_checkpoint,
+    read_metadata,
+    read_rng_state,
+    save_checkpoint,
+)
+from pixcore.train._data import (
+    AugmentedDataset,
+    ShardSampler,
+    epoch_batches,
+    rebuild_loader,
+    training_sampler,
+)
+from pixcore.train._distributed import (
+    DistributedInfo,
+    all_reduce_mean,
+    any_across_ranks,
+    barrier,
+    current_distributed,
+    gather_objects,
+    init_distributed,
+    select_device,
+)
+from pixcore.train._signals import StopSignals
 
 __all__ = [
     "AugmentedDataset",
@@ -39,8 +77,10 @@ __all__ = [
     "Trainer",
     "TrainResult",
     "build_optimizer",
+    "build_scheduler",
     "evaluate",
     "evaluate_baselines",
+    "make_loaders",
     "select_device",
     "train",
 ]
@@ -48,20 +88,6 @@ __all__ = [
 
 class NonFiniteLossError(PixcoreError):
     """The loss became NaN or infinite; the message names the step and the task."""
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``"auto"``: CUDA if available, else Apple MPS, else CPU; otherwise ``name`` as given."""
-    if name != "auto":
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise PixcoreError(f"device {name!r} was asked for but CUDA is not available; use 'auto' or 'cpu'")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def build_optimizer(model: nn.Module, config: TrainerConfig) -> torch.optim.AdamW:
@@ -94,32 +120,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainerConfig) -> 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-class AugmentedDataset(torch.utils.data.Dataset[Sample]):
-    """Applies an augmentation with a generator seeded by (seed, epoch, index).
-
-    Seeding per sample, rather than per worker, makes the augmented stream identical
-    whatever the number of data loader workers, and different in every epoch.
-    """
-
-    def __init__(self, dataset: Dataset, augmentation: Augmentation | None, seed: int) -> None:
-        self.dataset = dataset
-        self.augmentation = augmentation
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Sample:
-        sample = self.dataset[index]
-        if self.augmentation is None:
-            return sample
-        generator = torch.Generator().manual_seed(
-            int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
-        )
-        return self.augmentation(sample, generator)
-
-
 def _to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, Tensor]:
     # non_blocking overlaps the copy with compute when the loader pins memory (CUDA).
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
@@ -130,7 +130,11 @@ def evaluate(
     model: MultiTaskModel, loader: DataLoader[Sample], device: torch.device,
     manager: PluginManager | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run the tasks' metrics over ``loader``: ``{task: {metric key: value, "protocol": ...}}``."""
+    """Run the tasks' metrics over ``loader``: ``{task: {metric key: value, "protocol": ...}}``.
+
+    Under DDP each rank passes its shard of the data; the metrics sum their state over all
+    ranks, so every rank returns the results for the whole data set.
+    """
     was_training = model.training
     model.eval()
     metrics = {name: binding.new_metrics(manager) for name, binding in model.bindings.items()}
@@ -190,13 +194,20 @@ def evaluate_baselines(
 
 @dataclass
 class TrainResult:
-    """What a finished run produced."""
+    """What a finished (or stopped) run produced.
+
+    ``stop_reason`` says why a run ended before ``config.steps`` (early stopping, a
+    signal); ``interrupted`` is True when a signal stopped it, so that it should be resumed.
+    """
 
     metrics: dict[str, dict[str, Any]]
     steps: int
     seconds: float
     checkpoint: Path | None
     history: list[dict[str, float]] = field(default_factory=list)
+    skipped_steps: int = 0
+    stop_reason: str | None = None
+    interrupted: bool = False
 
 
 class Trainer:
@@ -205,10 +216,20 @@ class Trainer:
     Args:
         model: The model (its tasks carry losses and metrics).
         config: Trainer settings.
-        train_loader: Yields training batches (re-iterated every epoch).
+        train_loader: Yields training batches (re-iterated every epoch). Its order must be
+            a function of the loader's generator or of ``sampler.set_epoch`` (as with
+            ``shuffle=True`` or a ``DistributedSampler``): the trainer re-seeds both from
+            ``(seed, epoch)`` so that a resumed run sees the same batches.
         val_loader: Held-out batches for evaluation, or None.
-        out_dir: Where ``log.csv``, ``metrics.json`` and ``checkpoint.safetensors`` go.
+        out_dir: Where ``log.csv``, ``log.jsonl``, ``metrics.json`` and
+            ``checkpoint.safetensors`` go (None: nothing is written).
         run_config: Stored in the checkpoint so that it can rebuild its model.
+        manager: Plugin manager that creates the metrics (default: the process-wide one).
+        callbacks: Extra :class:`Callback` objects, called after the built-in ones.
+
+    Under torchrun (``RANK``/``WORLD_SIZE`` set) the trainer joins the process group and
+    trains with DistributedDataParallel; ``train_loader`` must then give each rank its own
+    share (a ``DistributedSampler``; :func:`make_loaders` builds one).
     """
 
     def __init__(
@@ -221,118 +242,321 @@ class Trainer:
         out_dir: str | Path | None = None,
         run_config: RunConfig | None = None,
         manager: PluginManager | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         self.config = config
-        self.device = select_device(config.device)
-        self.model = model.to(self.device)
+        self.distributed, self.device = init_distributed(config.device)
+        self.model = self._prepare_model(model)
         self.train_loader = train_loader
-        self.val_loader = val_loader
+        self.val_loader = self._shard_for_evaluation(val_loader)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.run_config = run_config
         self.manager = manager
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config)
+        # The forward pass goes through DDP (which averages gradients in backward); saving,
+        # evaluation and compute_loss use the plain model.
+        self.train_model: nn.Module = self.model
+        if self.distributed.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
+        self._check_train_loader()
+        # Position of the run: what a checkpoint stores besides weights and optimiser.
         self.step = 0
         self.epoch = 0
+        self.batch_in_epoch = 0  # batches of `epoch` already trained on
+        self.skipped_steps = 0
+        self.metrics: dict[str, dict[str, Any]] = {}
+        self.history: list[dict[str, float]] = []
+        self.stop_reason: str | None = None
+        self._seconds_before = 0.0  # training time before a resume
+        self._fit_start = time.perf_counter()
+        self._last_eval_step = -1
+        self.callbacks: list[Callback] = [*self._builtin_callbacks(), *callbacks]
 
-    def _batches(self) -> Iterator[Sample]:
-        # An endless stream over epochs; each epoch re-seeds shuffling and augmentation.
-        while True:
-            dataset = self.train_loader.dataset
-            if isinstance(dataset, AugmentedDataset):
-                dataset.epoch = self.epoch
-            sampler_generator = getattr(self.train_loader.sampler, "generator", None)
-            if isinstance(sampler_generator, torch.Generator):
-                sampler_generator.manual_seed(self.config.seed * 100_003 + self.epoch)
-            yield from self.train_loader
-            self.epoch += 1
+    # -- set-up ---------------------------------------------------------------------------
 
-    def fit(self) -> TrainResult:
-        """Train for ``config.steps`` optimiser steps; evaluate and checkpoint at the end."""
+    @property
+    def is_main_process(self) -> bool:
+        """True on rank 0 (and in a single process): the one that writes files."""
+        return self.distributed.is_main
+
+    def _prepare_model(self, model: MultiTaskModel) -> MultiTaskModel:
+        model = model.to(self.device)
+        if self.config.sync_batchnorm and self.distributed.enabled:
+            if self.device.type != "cuda":
+                raise PixcoreError(
+                    "trainer.sync_batchnorm needs CUDA: PyTorch's SyncBatchNorm does not run on "
+                    f"{self.device.type}. Set trainer.sync_batchnorm=false for CPU runs."
+                )
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model
+
+    def _shard_for_evaluation(self, loader: DataLoader[Sample] | None) -> DataLoader[Sample] | None:
+        # Each rank evaluates every world_size-th sample; metrics add up the shards.
+        if loader is None or not self.distributed.enabled:
+            return loader
+        if not isinstance(loader.sampler, SequentialSampler):
+            return loader  # already sharded, or the caller's own choice
+        length, info = len(loader.dataset), self.distributed  # type: ignore[arg-type]
+        return rebuild_loader(loader, sampler=ShardSampler(length, info.rank, info.world_size))
+
+    def _check_train_loader(self) -> None:
+        if not self.distributed.enabled:
+            return
+        if getattr(self.train_loader.sampler, "num_replicas", None) != self.distributed.world_size:
+            raise PixcoreError(
+                f"training with {self.distributed.world_size} processes needs a training loader that "
+                "gives each rank its own share of the data: build it with "
+                "sampler=torch.utils.data.DistributedSampler(dataset, seed=...) (make_loaders does this)"
+            )
+
+    def _builtin_callbacks(self) -> list[Callback]:
         config = self.config
-        log_file, writer = self._open_log()
-        history: list[dict[str, float]] = []
-        metrics: dict[str, dict[str, Any]] = {}
-        start = time.perf_counter()
-        progress = _progress(config.steps, enabled=config.progress)
+        callbacks: list[Callback] = []
+        if self.out_dir is not None:
+            callbacks += [CSVLogger(self.out_dir / "log.csv"), JSONLLogger(self.out_dir / "log.jsonl")]
+            if config.tensorboard:
+                callbacks.append(TensorBoardLogger(self.out_dir / "tensorboard"))
+        if config.early_stopping_metric is not None:
+            callbacks.append(EarlyStopping(config.early_stopping_metric, config.early_stopping_mode,
+                                           config.early_stopping_patience))
+        if self.out_dir is not None:
+            callbacks.append(Checkpointing(config.checkpoint_every))
+        return callbacks
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self, *args)
+
+    def request_stop(self, reason: str) -> None:
+        """Stop after the current step (callbacks use it; EarlyStopping does)."""
+        self.stop_reason = self.stop_reason or reason
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def fit(self, resume: str | Path | None = None) -> TrainResult:
+        """Train until ``config.steps``; evaluate and checkpoint at the end.
+
+        ``resume``: a checkpoint written by this trainer. Training continues from it
+        exactly: on CPU the weights end bitwise equal to those of an uninterrupted run.
+        """
+        config = self.config
+        rng = self._restore(resume) if resume is not None else None
+        self._fit_start = time.perf_counter()
+        progress = _progress(config.steps, self.step, enabled=config.progress and self.is_main_process)
         self.model.train()
         batches = self._batches()
-        try:
-            while self.step < config.steps:
-                batch = _to_device(next(batches), self.device)
-                predictions = self.model(batch["image"])
-                loss, parts = self.model.compute_loss(predictions, batch)
-                if not torch.isfinite(loss):  # one sync per step: cheap next to the step itself
-                    raise NonFiniteLossError(self._non_finite_message(parts))
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.step += 1
+        self._emit("on_fit_start")
+        if rng is not None:
+            rng.restore()  # last: nothing may draw random numbers between here and step 1
+        interrupted = False
+        with StopSignals() as signals:
+            try:
+                while self.step < config.steps and self.stop_reason is None:
+                    self._emit("on_step_start")
+                    batch = _to_device(next(batches), self.device)
+                    # "skip" must be able to undo the forward's updates of BatchNorm statistics.
+                    buffers = [b.detach().clone() for b in self.model.buffers()] \
+                        if config.on_non_finite == "skip" else []
+                    predictions = self.train_model(batch["image"])
+                    loss, parts = self.model.compute_loss(predictions, batch)
 
-                if self.step % config.log_every == 0 or self.step == config.steps:
-                    row = {"step": self.step, "epoch": self.epoch, "lr": self.scheduler.get_last_lr()[0],
-                           "loss": loss.item(), "seconds": time.perf_counter() - start}
-                    row.update({k: float(v) for k, v in parts.items()})
-                    history.append(row)
-                    if writer is not None:
-                        writer.writerow(row)
-                        log_file.flush()  # type: ignore[union-attr]
-                    progress.set_postfix(loss=f"{row['loss']:.3f}")
-                progress.update(1)
+                    # One sync per step, cheap next to the step itself. Under DDP the ranks also
+                    # agree here on a stop signal, so that they all leave after the same step.
+                    non_finite, signalled = self._check_step(loss, signals)
+                    if non_finite and config.on_non_finite == "stop":
+                        raise NonFiniteLossError(self._non_finite_message(parts))
+                    if non_finite:  # "skip": no update; the step still counts (and its schedule)
+                        with torch.no_grad():
+                            for buffer, saved in zip(self.model.buffers(), buffers):
+                                buffer.copy_(saved)
+                        self.skipped_steps += 1
+                    else:
+                        self.optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if config.grad_clip is not None:
+                            nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+                        self.optimizer.step()
+                    self.scheduler.step()
+                    self.step += 1
 
-                evaluate_now = config.eval_every is not None and self.step % config.eval_every == 0
-                if self.val_loader is not None and (evaluate_now or self.step == config.steps):
-                    metrics = evaluate(self.model, self.val_loader, self.device, self.manager)
-                checkpoint_now = config.checkpoint_every is not None and self.step % config.checkpoint_every == 0
-                if checkpoint_now or self.step == config.steps:
-                    self.save()
-        finally:
-            progress.close()
-            if log_file is not None:
-                log_file.close()
-        seconds = time.perf_counter() - start
-        if self.out_dir is not None and metrics:
-            (self.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        return TrainResult(metrics, self.step, seconds, self.checkpoint_path, history)
+                    if self.step % config.log_every == 0 or self.step == config.steps:
+                        row = self._log_row(loss, parts)
+                        progress.set_postfix(loss=f"{row['loss']:.3f}")
+                        self._emit("on_log", row)
+                    progress.update(1)
+                    evaluate_now = config.eval_every is not None and self.step % config.eval_every == 0
+                    if self.val_loader is not None and (evaluate_now or self.step == config.steps):
+                        self._evaluate()
+                    self._emit("on_step_end", loss.detach())
+
+                    # A signal interrupts a run that is not finished (nor stopped by a callback).
+                    signalled = signalled or (not self.distributed.enabled and signals.received is not None)
+                    if signalled and self.stop_reason is None and self.step < config.steps:
+                        self.stop_reason = signals.received or "a signal on another rank"
+                        interrupted = True
+            finally:
+                progress.close()
+                batches.close()  # shuts down data-loader workers now, not at garbage collection
+
+            finished = self.step == config.steps and self._last_eval_step != self.step
+            if finished and self.val_loader is not None:
+                self._evaluate()  # a resumed run that had already finished: its final metrics
+            result = TrainResult(
+                self.metrics, self.step, self._seconds(),
+                self.checkpoint_path, self.history, self.skipped_steps, self.stop_reason, interrupted,
+            )
+            if self.is_main_process and self.out_dir is not None and self.metrics and not interrupted:
+                (self.out_dir / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
+            self._emit("on_fit_end", result)  # Checkpointing writes the final checkpoint here
+        if interrupted and self.is_main_process:
+            path = self.checkpoint_path
+            where = f"checkpoint: {path}" if path is not None else "no out_dir: no checkpoint"
+            print(f"pixcore: stopped by {self.stop_reason} after step {self.step} of {config.steps} "
+                  f"({where}). Resume with `pixcore train CONFIG --resume` or Trainer.fit(resume=...).",
+                  file=sys.stderr, flush=True)
+        return result
+
+    def _batches(self) -> Iterator[Sample]:
+        # An endless stream over epochs. The order of an epoch depends on (seed, epoch) only,
+        # so a resumed run re-creates it and leaves out the batches it already trained on.
+        while True:
+            skip = self.batch_in_epoch
+            for batch in epoch_batches(self.train_loader, self.config.seed, self.epoch, skip):
+                self.batch_in_epoch += 1
+                yield batch
+            if self.batch_in_epoch == 0:
+                loader = self.train_loader
+                raise PixcoreError(
+                    f"the training loader yields no batches ({len(loader.dataset)} samples, "  # type: ignore[arg-type]
+                    f"batch size {loader.batch_size}, drop_last={loader.drop_last}, "
+                    f"{self.distributed.world_size} process(es)); use a smaller data.batch_size or more data"
+                )
+            self.epoch += 1
+            self.batch_in_epoch = 0
+
+    def _check_step(self, loss: Tensor, signals: StopSignals) -> tuple[bool, bool]:
+        """(the loss is not finite, a stop signal arrived), agreed by all ranks under DDP."""
+        non_finite = ~torch.isfinite(loss.detach())
+        if not self.distributed.enabled:
+            return bool(non_finite), False  # a signal is read after the step, with no sync
+        stop = torch.tensor(signals.received is not None, device=loss.device)
+        # Any rank's NaN skips (or stops) the step on all of them, or DDP's backward would hang.
+        non_finite_any, stop_any = any_across_ranks(torch.stack([non_finite, stop]), self.distributed)
+        return non_finite_any, stop_any
+
+    def _seconds(self) -> float:
+        """Training time so far, including the time before a resume."""
+        return self._seconds_before + time.perf_counter() - self._fit_start
+
+    def _log_row(self, loss: Tensor, parts: Mapping[str, Tensor]) -> dict[str, float]:
+        # One transfer for all values (a sync, on log steps only), averaged over ranks.
+        names = list(parts)
+        values = torch.stack([loss.detach().float().reshape(())] + [
+            torch.as_tensor(parts[n], dtype=torch.float32, device=loss.device).detach().reshape(())
+            for n in names
+        ])
+        numbers = all_reduce_mean(values, self.distributed).tolist()
+        row: dict[str, float] = {
+            "step": self.step, "epoch": self.epoch, "lr": self.scheduler.get_last_lr()[0],
+            "loss": numbers[0], "skipped": self.skipped_steps,
+            "seconds": self._seconds(),
+        }
+        row.update(zip(names, numbers[1:]))
+        self.history.append(row)
+        return row
+
+    def _evaluate(self) -> None:
+        # fork_rng: evaluation must not move the training's random stream, or how often one
+        # evaluates would change the trained weights.
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            assert self.val_loader is not None
+            self.metrics = evaluate(self.model, self.val_loader, self.device, self.manager)
+        self._last_eval_step = self.step
+        self._emit("on_evaluate_end", self.metrics)
+
+    # -- checkpoints ------------------------------------------------------------------------
 
     @property
     def checkpoint_path(self) -> Path | None:
         return None if self.out_dir is None else self.out_dir / "checkpoint.safetensors"
 
     def save(self) -> Path | None:
-        """Write the checkpoint (weights, optimiser, scheduler, RNG, config) atomically."""
+        """Write the checkpoint atomically: everything the next step depends on.
+
+        Weights, optimiser, schedule, step, epoch, position in the epoch, skipped steps,
+        callback states and every rank's random generators. Every rank must call it (the
+        generators are gathered); rank 0 writes while the others wait.
+        """
         path = self.checkpoint_path
         if path is None:
             return None
-        metadata: dict[str, Any] = {"step": self.step, "epoch": self.epoch}
-        if self.run_config is not None:
-            metadata["config"] = self.run_config.model_dump(mode="json")
-        else:
-            metadata["model_config"] = self.model.config.model_dump(mode="json")
-        return save_checkpoint(path, self.model, self.optimizer, scheduler=self.scheduler, metadata=metadata)
+        states = gather_objects(RngState.capture(), self.distributed)
+        if self.is_main_process:
+            metadata: dict[str, Any] = {
+                "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "skipped_steps": self.skipped_steps, "world_size": self.distributed.world_size,
+                "seconds": self._seconds(),
+                "callbacks": {c.state_key: s for c in self.callbacks if (s := c.state_dict())},
+            }
+            if self.run_config is not None:
+                metadata["config"] = self.run_config.model_dump(mode="json")
+            else:
+                metadata["model_config"] = self.model.config.model_dump(mode="json")
+            save_checkpoint(path, self.model, self.optimizer, scheduler=self.scheduler, metadata=metadata,
+                            rng=states)
+        barrier(self.distributed, self.device)
+        self._emit("on_checkpoint", path)
+        return path
 
-    def _open_log(self) -> tuple[Any, csv.DictWriter[str] | None]:
-        if self.out_dir is None:
-            return None, None
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        fields = ["step", "epoch", "lr", "loss", "seconds"]
-        for name in self.model.bindings:
-            fields.append(f"{name}/loss")
-        handle = open(self.out_dir / "log.csv", "w", newline="")  # noqa: SIM115 - closed in fit()
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        return handle, writer
+    def _restore(self, path: str | Path) -> RngState:
+        """Load a checkpoint of this run; returns the RNG state to restore just before step 1."""
+        path = Path(path)
+        meta = read_metadata(path)
+        if "batch_in_epoch" not in meta:
+            raise CheckpointError(
+                f"{path} does not record its position in the epoch, so it cannot be resumed exactly; "
+                "start a new run from its weights with load_checkpoint(path, model)"
+            )
+        if meta.get("world_size", 1) != self.distributed.world_size:
+            raise CheckpointError(
+                f"{path} was written by a run with {meta['world_size']} process(es), this one has "
+                f"{self.distributed.world_size}: the data order and batches depend on it. Resume with "
+                f"the same number of processes, or start a new run from its weights."
+            )
+        if meta["step"] > self.config.steps:
+            raise CheckpointError(
+                f"{path} is at step {meta['step']}, beyond trainer.steps={self.config.steps}; "
+                "raise trainer.steps to continue training"
+            )
+        load_checkpoint(path, self.model, self.optimizer, scheduler=self.scheduler)
+        self.step, self.epoch = int(meta["step"]), int(meta["epoch"])
+        self.batch_in_epoch = int(meta["batch_in_epoch"])
+        self.skipped_steps = int(meta.get("skipped_steps", 0))
+        self._seconds_before = float(meta.get("seconds", 0.0))
+        try:
+            if self.batch_in_epoch >= len(self.train_loader):  # the epoch was complete
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        except TypeError:  # an iterable data set of unknown length
+            pass
+        states = meta.get("callbacks", {})
+        for callback in self.callbacks:
+            if callback.state_key in states:
+                callback.load_state_dict(states[callback.state_key])
+        return read_rng_state(path, self.distributed.rank)
 
     def _non_finite_message(self, parts: Mapping[str, Tensor]) -> str:
         bad = [k.split("/")[0] for k, v in parts.items() if k.endswith("/loss") and not torch.isfinite(v)]
-        tasks = ", ".join(sorted(set(bad))) or "unknown"
+        tasks = ", ".join(sorted(set(bad))) or ("on another rank" if self.distributed.enabled else "unknown")
         return (
             f"the loss is not finite at step {self.step + 1} (task: {tasks}). No checkpoint was "
-            "written with these weights. Lower the learning rate, set trainer.grad_clip, or check "
-            "that task's targets for NaN/inf values."
+            "written with these weights. Lower the learning rate, set trainer.grad_clip, check "
+            "that task's targets for NaN/inf values, or set trainer.on_non_finite=skip to skip "
+            "such steps."
         )
 
 
@@ -342,18 +566,23 @@ class _NoProgress:
     def close(self) -> None: ...
 
 
-def _progress(total: int, enabled: bool) -> Any:
+def _progress(total: int, initial: int, enabled: bool) -> Any:
     if not enabled:
         return _NoProgress()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="train", unit="step", dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
 
 
 def make_loaders(
     config: RunConfig, manager: PluginManager | None = None
 ) -> tuple[DataLoader[Sample], DataLoader[Sample] | None]:
-    """Build the training and validation data loaders described by ``config.data``."""
+    """Build the training and validation data loaders described by ``config.data``.
+
+    ``data.batch_size`` is per process: under torchrun with N processes the global batch
+    is N times larger, and the N batches of a step hold exactly the samples that one
+    process with an N times larger batch would see (see ``training_sampler``).
+    """
     manager = manager or get_plugin_manager()
     data = config.data
     train_set = manager.registry("datasets").create(data.train.name, data.train.params, path="data.train.params")
@@ -361,15 +590,16 @@ def make_loaders(
         manager.registry("augmentations").create(a.name, a.params, path=f"data.augmentations.{i}.params")
         for i, a in enumerate(data.augmentations)
     ]
-    from pixcore._augment import Compose
+    from pixcore.augment import Compose
 
     augmented = AugmentedDataset(train_set, Compose(augmentations) if augmentations else None, config.trainer.seed)
     pin = select_device(config.trainer.device).type == "cuda"
     workers = data.num_workers
+    rank, world_size = current_distributed().rank, current_distributed().world_size
     train_loader: DataLoader[Sample] = DataLoader(
         augmented,
         batch_size=data.batch_size,
-        shuffle=True,
+        sampler=training_sampler(augmented, config.trainer.seed, rank, world_size),
         drop_last=True,
         num_workers=workers,
         pin_memory=pin,
@@ -379,16 +609,30 @@ def make_loaders(
     val_loader: DataLoader[Sample] | None = None
     if data.val is not None:
         val_set = manager.registry("datasets").create(data.val.name, data.val.params, path="data.val.params")
-        val_loader = DataLoader(val_set, batch_size=data.batch_size, shuffle=False, num_workers=workers, pin_memory=pin)
+        shard = ShardSampler(len(val_set), rank, world_size) if world_size > 1 else None
+        val_loader = DataLoader(val_set, batch_size=data.batch_size, sampler=shard, num_workers=workers,
+                                pin_memory=pin)
     return train_loader, val_loader
 
 
 def train(
-    config: RunConfig, out_dir: str | Path | None = None, manager: PluginManager | None = None
+    config: RunConfig, out_dir: str | Path | None = None, manager: PluginManager | None = None,
+    *, resume: str | Path | None = None, callbacks: Sequence[Callback] = (),
 ) -> tuple[Trainer, TrainResult]:
-    """Build everything ``config`` describes and train it; the one call behind ``pixcore train``."""
-    torch.manual_seed(config.trainer.seed)  # model initialisation
-    model = build_model_from_config(config.model, manager=manager)
-    train_loader, val_loader = make_loaders(config, manager)
-    trainer = Trainer(model, config.trainer, train_loader, val_loader, out_dir=out_dir, run_config=config, manager=manager)
-    return trainer, trainer.fit()
+    """Build everything ``config`` describes and train it; the one call behind ``pixcore train``.
+
+    Under torchrun it joins the process group first (and leaves it at the end).
+    ``resume`` continues from a checkpoint of the same run (see :meth:`Trainer.fit`).
+    """
+    owns_group = not (dist.is_available() and dist.is_initialized())
+    init_distributed(config.trainer.device)  # the loaders need this process's rank
+    try:
+        torch.manual_seed(config.trainer.seed)  # model initialisation
+        model = build_model_from_config(config.model, manager=manager)
+        train_loader, val_loader = make_loaders(config, manager)
+        trainer = Trainer(model, config.trainer, train_loader, val_loader, out_dir=out_dir,
+                          run_config=config, manager=manager, callbacks=callbacks)
+        return trainer, trainer.fit(resume=resume)
+    finally:
+        if owns_group and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
