@@ -29,6 +29,24 @@ def pixcore_datasets() -> Iterator[Component]:
 
 @hookimpl
 def pixcore_augmentations() -> Iterator[Component]:
-    from pixcore._augment import HorizontalFlip
+    from pixcore import augment as a
 
-    yield Component("hflip", HorizontalFlip, description="Mirror left-right (normals' x negated)")
+    yield Component("hflip", a.HorizontalFlip, description="Mirror left-right (normals' x negated)")
+    yield Component("vflip", a.VerticalFlip, description="Mirror top-bottom (normals' y negated)")
+    yield Component("rotate90", a.RandomRotate90, description="0-3 quarter turns (normals rotated)")
+    yield Component("rotate", a.Rotate, description="Small-angle rotation; corners filled and invalid")
+    yield Component(
+        "random_resized_crop", a.RandomResizedCrop, description="Random window resized to a fixed size"
+    )
+    yield Component("random_scale", a.RandomScale, description="Resize by a random factor")
+    yield Component("random_crop", a.RandomCrop, description="Random window, padded if needed")
+    yield Component("center_crop", a.CenterCrop, description="Centred window, padded if needed")
+    yield Component("pad_if_needed", a.PadIfNeeded, description="Pad to a minimum size; pad invalid")
+    yield Component("resize", a.Resize, description="Resize to a fixed size (masks nearest)")
+    yield Component("color_jitter", a.ColorJitter, description="Brightness, contrast, saturation, hue")
+    yield Component("random_gamma", a.RandomGamma, description="Random gamma curve")
+    yield Component("gaussian_blur", a.GaussianBlur, description="Gaussian blur, random sigma")
+    yield Component("gaussian_noise", a.GaussianNoise, description="Additive Gaussian noise")
+    yield Component("normalize", a.Normalize, description="(x / 255 - mean) / std, float32")
+    yield Component("compose", a.Compose, description="Apply transforms in order, with probability p")
+    yield Component("one_of", a.OneOf, description="Apply one of the transforms, drawn by weight")

@@ -16,6 +16,16 @@ Example (a plugin's ``tests/test_my_task.py``)::
 Nothing here is registered by default, and importing this module does not need pytest.
 """
 
+from pixcore.testing._augment_checks import PROFILE_ENV as PROFILE_ENV
+from pixcore.testing._augment_checks import AlienKind as AlienKind
+from pixcore.testing._augment_checks import DepthScaling as DepthScaling
+from pixcore.testing._augment_checks import builtin_transforms as builtin_transforms
+from pixcore.testing._augment_checks import check_augmentation as check_augmentation
+from pixcore.testing._augment_checks import check_augmentation_once as check_augmentation_once
+from pixcore.testing._augment_checks import check_target_kind as check_target_kind
+from pixcore.testing._augment_checks import load_hypothesis_profile as load_hypothesis_profile
+from pixcore.testing._augment_checks import random_sample as random_sample
+from pixcore.testing._augment_checks import sample_strategy as sample_strategy
 from pixcore.testing._backbone import TINY_BACKBONE_NAME as TINY_BACKBONE_NAME
 from pixcore.testing._backbone import TinyBackbone as TinyBackbone
 from pixcore.testing._backbone import TinyBackbonePlugin as TinyBackbonePlugin
@@ -33,19 +43,29 @@ from pixcore.testing._data import replace_invalid as replace_invalid
 from pixcore.testing._manager import isolated_manager as isolated_manager
 
 __all__ = [
+    "PROFILE_ENV",
     "TINY_BACKBONE_NAME",
-    "ContractError",
-    "RandomBatch",
-    "TinyBackbone",
-    "TinyBackbonePlugin",
+    "AlienKind",
+    "builtin_transforms",
+    "check_augmentation",
+    "check_augmentation_once",
     "check_backbone",
     "check_head",
     "check_loss",
     "check_metric",
+    "check_target_kind",
     "check_task",
+    "ContractError",
+    "DepthScaling",
     "isolated_manager",
+    "load_hypothesis_profile",
     "make_batch",
     "padded_size",
     "random_batch",
+    "random_sample",
+    "RandomBatch",
     "replace_invalid",
+    "sample_strategy",
+    "TinyBackbone",
+    "TinyBackbonePlugin",
 ]
