@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 import pixcore
-from pixcore.targets import Image, ScalarField, UnitVectorField, ValidityMask
 from pixcore.train import (
     AugmentedDataset,
     NonFiniteLossError,
@@ -28,105 +26,9 @@ from pixcore.train import (
 )
 
 
-# A toy plugin: a two-level conv backbone, a "brightness" task (predict each pixel's grey
-# level, a function the model can learn in a few steps), its loss and metric.
-class ToyBackbone(pixcore.Backbone):
-    def __init__(self, width: int = 8) -> None:
-        super().__init__()
-        self.a = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU())
-        self.b = nn.Sequential(nn.Conv2d(width, width, 3, 2, 1), nn.ReLU())
-        self.feature_info = [pixcore.FeatureLevel(width, 2), pixcore.FeatureLevel(width, 4)]
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        a = self.a(x)
-        return [a, self.b(a)]
-
-
-class MaskedMSE(pixcore.Loss):
-    def forward(self, prediction: Tensor, target: Tensor, valid: Tensor) -> pixcore.LossOutput:
-        keep = valid.unsqueeze(1)
-        error = ((prediction - target) ** 2)[keep]
-        total = error.mean() if error.numel() else prediction.sum() * 0.0
-        return pixcore.LossOutput(total, {"mse": total.detach()})
-
-
-class MeanAbsError(pixcore.Metric):
-    protocol = "toy/pixel-pooled"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("sum", torch.zeros((), dtype=torch.float64))
-        self.add_state("count", torch.zeros((), dtype=torch.float64))
-
-    def update(self, prediction: Tensor, target: Tensor, valid: Tensor) -> None:
-        keep = valid.unsqueeze(1)
-        self.state["sum"] += (prediction - target).abs()[keep].double().sum()
-        self.state["count"] += keep.sum()
-
-    def _compute(self, state: Any) -> dict[str, float]:
-        return {"mae": float(state["sum"] / state["count"])}
-
-
-class Brightness(pixcore.Task):
-    target_kind = ScalarField
-    default_head = "fpn"
-    default_loss = "toy_mse"
-    default_metrics = ("toy_mae",)
-
-    def __init__(self, target_key: str = "brightness", valid_key: str | None = "valid") -> None:
-        super().__init__(target_key, valid_key)
-
-    @property
-    def out_channels(self) -> int:
-        return 1
-
-    def visualize(self, value: Tensor, valid: Tensor | None = None) -> np.ndarray:
-        grey = (value[0].clamp(0, 1) * 255).byte().numpy()
-        return np.repeat(grey[..., None], 3, axis=-1)
-
-    def baseline(self, targets: Iterator[tuple[Tensor, Tensor]]) -> Tensor:
-        values = torch.cat([t[v.unsqueeze(1)] for t, v in targets])
-        return values.mean().reshape(1)
-
-
-class Squares(pixcore.Dataset):
-    target_kinds = {"image": Image, "brightness": ScalarField, "valid": ValidityMask}
-
-    def __init__(self, length: int = 32, size: int = 24, seed: int = 0) -> None:
-        self.length, self.size, self.seed = length, size, seed
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> pixcore.Sample:
-        g = torch.Generator().manual_seed(self.seed * 1000 + index)
-        image = torch.randint(0, 256, (3, self.size, self.size), generator=g, dtype=torch.uint8)
-        grey = image.float().mean(0, keepdim=True) / 255.0
-        valid = torch.ones(self.size, self.size, dtype=torch.bool)
-        valid[:2] = False
-        return {"image": Image(image), "brightness": ScalarField(grey), "valid": ValidityMask(valid)}
-
-
-class ToyPlugin:
-    @pixcore.hookimpl
-    def pixcore_backbones(self) -> Iterator[pixcore.Component]:
-        yield pixcore.Component("toy", ToyBackbone)
-
-    @pixcore.hookimpl
-    def pixcore_losses(self) -> Iterator[pixcore.Component]:
-        yield pixcore.Component("toy_mse", MaskedMSE)
-
-    @pixcore.hookimpl
-    def pixcore_metrics(self) -> Iterator[pixcore.Component]:
-        yield pixcore.Component("toy_mae", MeanAbsError)
-
-    @pixcore.hookimpl
-    def pixcore_tasks(self) -> Iterator[pixcore.Component]:
-        yield pixcore.Component("brightness", Brightness)
-
-    @pixcore.hookimpl
-    def pixcore_datasets(self) -> Iterator[pixcore.Component]:
-        yield pixcore.Component("squares", Squares)
+# The toy plugin (a two-level conv backbone and a "brightness" task: predict each pixel's
+# grey level, learnable in a few steps) is shared with the other trainer tests.
+from train_toy import Squares, ToyPlugin  # noqa: E402
 
 
 @pytest.fixture
@@ -145,9 +47,9 @@ def _model(manager: pixcore.PluginManager, **task: Any) -> pixcore.MultiTaskMode
 
 
 def _loaders(batch_size: int = 8) -> tuple[DataLoader[Any], DataLoader[Any]]:
-    train = DataLoader(Squares(64), batch_size=batch_size, shuffle=True, drop_last=True,
+    train = DataLoader(Squares(64, size=24), batch_size=batch_size, shuffle=True, drop_last=True,
                        generator=torch.Generator().manual_seed(0))
-    val = DataLoader(Squares(16, seed=1), batch_size=batch_size)
+    val = DataLoader(Squares(16, size=24, seed=1), batch_size=batch_size)
     return train, val
 
 
