@@ -119,6 +119,10 @@ class Metric(abc.ABC):
 
     #: Name of the exact protocol a result follows, recorded with every result.
     protocol: ClassVar[str] = ""
+    #: Direction of each result key: True where higher is better (``miou``), False where
+    #: lower is (``abs_rel``). Multi-task summaries such as delta-m read it; keys left
+    #: out are not summarised.
+    higher_is_better: ClassVar[Mapping[str, bool]] = {}
 
     def __init__(self) -> None:
         self._defaults: dict[str, Tensor] = {}
