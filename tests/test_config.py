@@ -179,7 +179,7 @@ def test_second_pass_paths(manager: pixcore.PluginManager, dotted: str, value: A
 def test_valid_second_pass_builds(manager: pixcore.PluginManager) -> None:
     config = validate_config(pixcore.RunConfig, RUN)
     model = pixcore.build_model_from_config(config.model, manager=manager)
-    assert model.heads["t"].fuse[0].out_channels == 8  # FPN width from the config
+    assert model.heads["t"].lateral[0].out_channels == 8  # FPN width from the config
 
 
 # -- overrides ---------------------------------------------------------------------------
