@@ -44,6 +44,7 @@ BASES: dict[str, type] = {
     "datasets": pixcore.Dataset,
     "augmentations": pixcore.Augmentation,
     "tasks": pixcore.Task,
+    "weightings": pixcore.TaskWeighting,
 }
 
 
@@ -143,6 +144,7 @@ CONTEXT = {
     "heads": {"in_features": [pixcore.FeatureLevel(8, 2), pixcore.FeatureLevel(16, 4)], "out_channels": 2},
     "losses": {"num_classes": 3, "ignore_index": 255},
     "metrics": {"num_classes": 3, "ignore_index": 255},
+    "weightings": {"tasks": ["a", "b"], "weights": {"a": 1.0, "b": 1.0}},
 }
 
 

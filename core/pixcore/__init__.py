@@ -27,10 +27,13 @@ from pixcore._interfaces import LossOutput as LossOutput
 from pixcore._interfaces import Metric as Metric
 from pixcore._interfaces import Sample as Sample
 from pixcore._interfaces import Task as Task
+from pixcore._interfaces import TaskWeighting as TaskWeighting
 from pixcore._model import MultiTaskModel as MultiTaskModel
 from pixcore._model import TaskBinding as TaskBinding
 from pixcore._model import build_model as build_model
 from pixcore._model import build_model_from_config as build_model_from_config
+from pixcore._multitask import delta_m as delta_m
+from pixcore._multitask import metric_directions as metric_directions
 from pixcore._plugins import PluginInfo as PluginInfo
 from pixcore._plugins import PluginLoadWarning as PluginLoadWarning
 from pixcore._plugins import PluginManager as PluginManager
@@ -77,14 +80,17 @@ __all__ = [
     "Task",
     "TaskBinding",
     "TaskConfig",
+    "TaskWeighting",
     "TrainerConfig",
     "UnknownComponentError",
     "__version__",
     "build_model",
     "build_model_from_config",
+    "delta_m",
     "get_plugin_manager",
     "hookimpl",
     "load_config",
+    "metric_directions",
     "register_plugin",
     "registry",
 ]

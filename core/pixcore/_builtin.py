@@ -10,20 +10,44 @@ from pixcore.hookspecs import hookimpl
 
 @hookimpl
 def pixcore_heads() -> Iterator[Component]:
-    from pixcore._heads import FPNHead, LinearHead
+    from pixcore import _heads as h
 
-    yield Component("fpn", FPNHead, description="Feature-pyramid decoder (Panoptic FPN branch)")
-    yield Component("linear", LinearHead, description="Linear probe: 1x1 conv on all levels")
+    yield Component(
+        "fpn", h.FPNHead, params=h.FPNParams,
+        description="Feature-pyramid decoder (Panoptic FPN semantic branch)",
+    )
+    yield Component(
+        "linear", h.LinearHead, params=h.LinearParams,
+        description="Linear probe: one 1x1 conv over all levels",
+    )
+    yield Component(
+        "deeplabv3plus", h.DeepLabV3PlusHead, params=h.DeepLabV3PlusParams,
+        description="DeepLabv3+: ASPP on the coarsest level + low-level skip",
+    )
+    yield Component(
+        "upernet", h.UPerNetHead, params=h.UPerNetParams,
+        description="UPerNet: pyramid pooling + FPN + fusion of all levels",
+    )
+    yield Component(
+        "dpt", h.DPTHead, params=h.DPTParams,
+        description="DPT decoder: residual fusion blocks from coarse to fine",
+    )
 
 
 @hookimpl
 def pixcore_datasets() -> Iterator[Component]:
-    from pixcore.data import SyntheticScenes
+    from pixcore.data import FolderDataset, FolderParams, SyntheticScenes
 
     yield Component(
         "synthetic",
         SyntheticScenes,
         description="Procedural rooms with exact semseg, depth, normals (no download)",
+    )
+    yield Component(
+        "folder",
+        FolderDataset,
+        params=FolderParams,
+        description="Images and targets in folders, matched by file name (glob patterns)",
     )
 
 
@@ -50,3 +74,28 @@ def pixcore_augmentations() -> Iterator[Component]:
     yield Component("normalize", a.Normalize, description="(x / 255 - mean) / std, float32")
     yield Component("compose", a.Compose, description="Apply transforms in order, with probability p")
     yield Component("one_of", a.OneOf, description="Apply one of the transforms, drawn by weight")
+
+
+@hookimpl
+def pixcore_weightings() -> Iterator[Component]:
+    from pixcore._weighting import (
+        DWAParams,
+        DynamicWeightAverage,
+        FixedParams,
+        FixedWeighting,
+        UncertaintyParams,
+        UncertaintyWeighting,
+    )
+
+    yield Component(
+        "fixed", FixedWeighting, params=FixedParams,
+        description="Sum of each task's loss times its configured weight (the default)",
+    )
+    yield Component(
+        "uncertainty", UncertaintyWeighting, params=UncertaintyParams,
+        description="Learned homoscedastic uncertainty weights (Kendall et al. 2018)",
+    )
+    yield Component(
+        "dwa", DynamicWeightAverage, params=DWAParams,
+        description="Dynamic Weight Average from loss ratios (Liu et al. 2019)",
+    )

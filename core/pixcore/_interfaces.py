@@ -1,4 +1,5 @@
-"""The component interfaces: Backbone, Head, Loss, Metric, Dataset, Augmentation, Task.
+"""The component interfaces: Backbone, Head, Loss, Metric, Dataset, Augmentation, Task,
+TaskWeighting.
 
 Each is small on purpose. A plugin implements one by subclassing it and registering a
 factory for it (see :mod:`pixcore.hookspecs`); pixcore composes them into a model with
@@ -30,6 +31,7 @@ __all__ = [
     "Metric",
     "Sample",
     "Task",
+    "TaskWeighting",
 ]
 
 #: A sample: named, typed tensors (see :mod:`pixcore.targets`). Batches use the same keys.
@@ -240,11 +242,18 @@ class Task(abc.ABC):
         return {}
 
     def target_and_valid(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Pick this task's target and boolean validity ``[B, H, W]`` from a batch."""
+        """Pick this task's target and boolean validity ``[B, H, W]`` from a batch.
+
+        A batch collated by :func:`pixcore.data.collate` from samples of which only some
+        carry the target holds ``present/<target_key>`` (bool ``[B]``); it is ANDed into
+        the validity, so a sample without the label adds nothing to losses or metrics.
+        """
         if self.target_key not in batch:
             raise KeyError(
                 f"task target key {self.target_key!r} is not in the batch; keys are "
-                f"{sorted(batch)}. Set `target_key` in the task's options."
+                f"{sorted(batch)}. Set `target_key` in the task's options (or, when data "
+                "sets label different tasks, mix them within every batch: a batch in which "
+                "no sample has the label does not carry the key)."
             )
         target = batch[self.target_key]
         if self.valid_key is not None and self.valid_key in batch:
@@ -253,6 +262,11 @@ class Task(abc.ABC):
             valid = torch.ones(
                 target.shape[0], *target.shape[-2:], dtype=torch.bool, device=target.device
             )
+        present = batch.get(f"present/{self.target_key}")
+        if present is not None:
+            # Samples collated without this label (see pixcore.data.collate) score nothing.
+            per_sample = present.to(device=valid.device, dtype=torch.bool)
+            valid = valid & per_sample.view(-1, *([1] * (valid.ndim - 1)))
         return target, valid
 
     @abc.abstractmethod
@@ -278,3 +292,50 @@ class Task(abc.ABC):
         ``[out_channels]``, already decoded.
         """
 
+
+
+# --------------------------------------------------------------------------------------
+# Multi-task loss weighting
+# --------------------------------------------------------------------------------------
+
+
+class TaskWeighting(nn.Module, abc.ABC):
+    """Task losses -> the one scalar to minimise: ``(losses, present) -> LossOutput``.
+
+    ``losses`` maps every task of the model, in the model's order, to its scalar loss.
+    ``present`` says per task whether the batch holds any valid pixel for it (a bool or
+    a 0-d bool tensor; None: every task is present). A weighting gives an absent task
+    weight 0 for that step and keeps it out of its statistics, so a batch without a label
+    neither trains nor skews that task. ``parts`` carry detached values worth logging
+    (``weight/<task>``, ...).
+
+    A weighting is a submodule of :class:`pixcore.MultiTaskModel`: learnable weights
+    (``nn.Parameter``) are trained by the model's optimiser and saved in checkpoints, and
+    running state must live in buffers, so that a resumed run continues exactly.
+    Statistics change in training mode only (``module.training``). Factories receive the
+    context facts ``tasks`` (the task names, in order) and ``weights`` (each task's
+    configured ``weight``) when they declare parameters of those names.
+    """
+
+    @abc.abstractmethod
+    def forward(
+        self, losses: Mapping[str, Tensor], present: Mapping[str, bool | Tensor] | None = None
+    ) -> LossOutput:
+        """Combine the task losses; ``total`` is what the optimiser minimises."""
+
+    @staticmethod
+    def presence(
+        losses: Mapping[str, Tensor], present: Mapping[str, bool | Tensor] | None
+    ) -> Tensor:
+        """``present`` as one bool tensor ``[T]`` in the order of ``losses``, on their device.
+
+        Tensor values stay on the device (no synchronisation); a task that ``present``
+        does not name counts as present.
+        """
+        device = next(iter(losses.values())).device
+        flags = [
+            torch.as_tensor(True if present is None else present.get(name, True), device=device)
+            .to(torch.bool).reshape(())
+            for name in losses
+        ]
+        return torch.stack(flags)

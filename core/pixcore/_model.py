@@ -12,8 +12,9 @@ from torch import Tensor, nn
 
 from pixcore._config import ComponentConfig, ModelConfig, validate_config
 from pixcore._errors import ConfigError
-from pixcore._interfaces import Backbone, Head, Loss, Metric, Task
+from pixcore._interfaces import Backbone, Head, Loss, Metric, Task, TaskWeighting
 from pixcore._plugins import PluginManager, get_plugin_manager
+from pixcore._weighting import FixedWeighting
 
 __all__ = ["MultiTaskModel", "TaskBinding", "build_model", "build_model_from_config"]
 
@@ -41,6 +42,10 @@ class MultiTaskModel(nn.Module):
     Accepts uint8 images (normalised inside, so a checkpoint carries its preprocessing)
     or float images when ``normalize`` is False. Any input size works: the image is
     padded to a multiple of the backbone stride and every prediction cropped back.
+
+    ``weighting`` (a :class:`pixcore.TaskWeighting`) combines the task losses in
+    :meth:`compute_loss`; it is a submodule, so learnable weights are trained and saved
+    with the model. Default: the ``fixed`` weighting with each binding's ``weight``.
     """
 
     def __init__(
@@ -50,12 +55,16 @@ class MultiTaskModel(nn.Module):
         losses: Mapping[str, Loss],
         bindings: Mapping[str, TaskBinding],
         config: ModelConfig,
+        weighting: TaskWeighting | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ModuleDict(dict(heads))
         self.losses = nn.ModuleDict(dict(losses))
         self.bindings = dict(bindings)
+        if weighting is None:
+            weighting = FixedWeighting({name: b.weight for name, b in self.bindings.items()})
+        self.weighting = weighting
         self.config = config
         self.normalize = config.normalize
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
@@ -91,8 +100,15 @@ class MultiTaskModel(nn.Module):
     def compute_loss(
         self, predictions: Mapping[str, Tensor], batch: Mapping[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Weighted sum of the task losses and every named part (``task/part``)."""
-        total: Tensor | None = None
+        """The task losses combined by :attr:`weighting`, and every named part.
+
+        Parts: each task's loss (``task/loss``) and its own parts (``task/part``), plus
+        the weighting's (``weight/task``, ...). A task is *present* in a batch when its
+        validity mask (with ``present/<target_key>`` ANDed in) has any True pixel; an
+        absent task gets weight 0 for this step.
+        """
+        losses: dict[str, Tensor] = {}
+        present: dict[str, Tensor] = {}
         parts: dict[str, Tensor] = {}
         for name, binding in self.bindings.items():
             target, valid = binding.task.target_and_valid(batch)
@@ -100,10 +116,11 @@ class MultiTaskModel(nn.Module):
             parts[f"{name}/loss"] = out.total.detach()
             for part, value in out.parts.items():
                 parts[f"{name}/{part}"] = value
-            weighted = binding.weight * out.total
-            total = weighted if total is None else total + weighted
-        assert total is not None  # a model has at least one task (validated)
-        return total, parts
+            losses[name] = out.total
+            present[name] = valid.any()  # stays on the device: no synchronisation
+        combined = self.weighting(losses, present)
+        parts.update({key: value.detach() for key, value in combined.parts.items()})
+        return combined.total, parts
 
 
 def _task_name(key: str, config: Any) -> str:
@@ -157,7 +174,18 @@ def build_model_from_config(
                 metric.name, metric.params, path=f"{where}.metrics.{i}.params", context=context
             )
         bindings[key] = TaskBinding(task=task, metric_configs=metric_configs, weight=task_config.weight)
-    return MultiTaskModel(backbone, heads, losses, bindings, config)
+    weighting = manager.registry("weightings").create(
+        config.weighting.name,
+        config.weighting.params,
+        path=f"{path}.weighting.params",
+        context={"tasks": list(bindings), "weights": {k: b.weight for k, b in bindings.items()}},
+    )
+    if not isinstance(weighting, TaskWeighting):
+        raise ConfigError(
+            f"{path}.weighting: {config.weighting.name!r} created a {type(weighting).__name__}, "
+            "not a pixcore.TaskWeighting"
+        )
+    return MultiTaskModel(backbone, heads, losses, bindings, config, weighting)
 
 
 def build_model(
@@ -175,7 +203,8 @@ def build_model(
             registry name under ``task`` (default: the key), its ``params``, and optional
             ``head``, ``loss``, ``metrics``, ``weight``. A string value is the task name.
         manager: The plugin manager to resolve names with (default: the process-wide one).
-        model_options: Further :class:`ModelConfig` fields (``normalize``, ``mean``, ``std``).
+        model_options: Further :class:`ModelConfig` fields (``weighting``, ``normalize``,
+            ``mean``, ``std``).
 
     Example::
 

@@ -27,6 +27,7 @@ FAMILIES: tuple[str, ...] = (
     "datasets",
     "augmentations",
     "tasks",
+    "weightings",
 )
 
 #: Names that a first-party plugin provides, so that an unknown-name error can say what
@@ -44,11 +45,26 @@ KNOWN_PROVIDERS: dict[str, dict[str, str]] = {
         "angular": "pixcore-normals",
         "cosine": "pixcore-normals",
         "l1": "pixcore-depth",
+        "berhu": "pixcore-depth",
+        "ssi": "pixcore-depth",
+        "gradient_matching": "pixcore-depth",
+        "dice": "pixcore-seg",
+        "focal": "pixcore-seg",
+        "lovasz": "pixcore-seg",
+        "ohem_cross_entropy": "pixcore-seg",
+        "normals_l1": "pixcore-normals",
     },
     "metrics": {
         "miou": "pixcore-seg",
         "depth_errors": "pixcore-depth",
         "angular_error": "pixcore-normals",
+    },
+    "datasets": {
+        "voc": "pixcore-seg",
+        "cityscapes": "pixcore-seg",
+        "ade20k": "pixcore-seg",
+        "nyu_depth_v2": "pixcore-depth",
+        "kitti_depth": "pixcore-depth",
     },
 }
 

@@ -263,3 +263,47 @@ def pixcore_tasks() -> Records:
         def pixcore_tasks():
             yield pixcore.Component("height", Height, description="Height above the floor")
     """
+
+
+# --------------------------------------------------------------------------------------
+# Multi-task loss weighting
+# --------------------------------------------------------------------------------------
+
+
+@hookspec
+def pixcore_weightings() -> Records:
+    """Register multi-task loss weightings: task losses -> the one loss to minimise.
+
+    The factory returns a :class:`pixcore.TaskWeighting` (an ``nn.Module``):
+    ``forward(losses, present) -> pixcore.LossOutput``, where ``losses`` maps each task
+    name to its scalar loss and ``present`` each task name to a bool (tensor), False when
+    the batch holds no valid pixel of that task; an absent task must get weight 0 and
+    stay out of any statistics. The weighting is a submodule of the model: learnable
+    weights are trained and checkpointed with it, and running state belongs in buffers so
+    that a resumed run continues exactly. Context: ``tasks`` (the task names, in order)
+    and ``weights`` (each task's configured ``weight``). Users pick one with
+    ``model.weighting`` in the config (default ``fixed``).
+
+    Example::
+
+        import torch
+        import pixcore
+
+        class EqualWeighting(pixcore.TaskWeighting):
+            # Every present task weighs 1 / (number of tasks); an absent one weighs 0.
+
+            def __init__(self, tasks: list[str]) -> None:
+                super().__init__()
+                self.tasks = list(tasks)
+
+            def forward(self, losses, present=None):
+                flags = self.presence(losses, present)      # bool [T], in losses' order
+                stacked = torch.stack([loss.reshape(()) for loss in losses.values()])
+                weights = flags.to(stacked.dtype) / len(self.tasks)
+                parts = {f"weight/{name}": w for name, w in zip(losses, weights)}
+                return pixcore.LossOutput((weights * stacked).sum(), parts)
+
+        @pixcore.hookimpl
+        def pixcore_weightings():
+            yield pixcore.Component("equal", EqualWeighting, description="Weights 1/T")
+    """

@@ -35,6 +35,7 @@ from pixcore.testing._check_model import padded_size as padded_size
 from pixcore.testing._check_objectives import check_loss as check_loss
 from pixcore.testing._check_objectives import check_metric as check_metric
 from pixcore.testing._check_task import check_task as check_task
+from pixcore.testing._check_weighting import check_weighting as check_weighting
 from pixcore.testing._contract import ContractError as ContractError
 from pixcore.testing._data import RandomBatch as RandomBatch
 from pixcore.testing._data import make_batch as make_batch
@@ -55,6 +56,7 @@ __all__ = [
     "check_metric",
     "check_target_kind",
     "check_task",
+    "check_weighting",
     "ContractError",
     "DepthScaling",
     "isolated_manager",
