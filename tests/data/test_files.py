@@ -1,0 +1,309 @@
+"""Tests of the file decoders, fields and the validating base of the file-based readers.
+
+Fixtures are tiny files written to ``tmp_path``; every expected value is written in the
+test or computed with plain numpy, never by the code under test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from pixcore.data import (
+    MAX_REPORTED_PROBLEMS,
+    ClassMaskFile,
+    DatasetError,
+    DirectoryIndex,
+    FileDataset,
+    FileFormatError,
+    ImageFile,
+    Record,
+    ScalarFile,
+    ValidityFile,
+    VectorFile,
+    file_size,
+    read_image,
+    read_label,
+    read_scalar,
+    read_vectors,
+)
+from pixcore.targets import ClassMask, Image, ScalarField, UnitVectorField, ValidityMask
+
+H, W = 8, 12
+
+
+def save_palette(path: Path, ids: np.ndarray) -> None:
+    """A palette PNG whose colour for index i is never (i, i, i)."""
+    img = PILImage.fromarray(ids.astype(np.uint8), mode="L")
+    palette = []
+    for i in range(256):
+        palette += [(i * 7 + 50) % 256, (i * 13 + 1) % 256, 255 - i]
+    img.putpalette(palette)
+    img.save(path)
+
+
+# --------------------------------------------------------------------------------------
+# Decoders
+# --------------------------------------------------------------------------------------
+
+
+def test_read_label_gives_palette_indices_not_colours(tmp_path: Path) -> None:
+    ids = (np.arange(H * W).reshape(H, W) % 21).astype(np.uint8)
+    ids[0, 0] = 255
+    save_palette(tmp_path / "a.png", ids)
+    assert PILImage.open(tmp_path / "a.png").mode == "P"
+    out = read_label(tmp_path / "a.png")
+    assert out.shape == (H, W)
+    np.testing.assert_array_equal(out, ids)
+
+
+def test_read_label_16_bit_and_npy(tmp_path: Path) -> None:
+    ids = (np.arange(H * W).reshape(H, W) * 300).astype(np.uint16)
+    PILImage.fromarray(ids).save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_label(tmp_path / "a.png"), ids)
+    np.save(tmp_path / "b.npy", ids.astype(np.int32))
+    np.testing.assert_array_equal(read_label(tmp_path / "b.npy"), ids)
+
+
+def test_read_label_refuses_a_colour_image(tmp_path: Path) -> None:
+    PILImage.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(FileFormatError, match="single-channel"):
+        read_label(tmp_path / "rgb.png")
+
+
+def test_read_image_converts_to_rgb(tmp_path: Path) -> None:
+    grey = (np.arange(H * W).reshape(H, W) * 2).astype(np.uint8)
+    PILImage.fromarray(grey).save(tmp_path / "g.png")
+    out = read_image(tmp_path / "g.png")
+    assert out.shape == (H, W, 3) and out.dtype == np.uint8
+    for c in range(3):
+        np.testing.assert_array_equal(out[..., c], grey)
+
+
+def test_read_scalar_formats(tmp_path: Path) -> None:
+    raw = (np.arange(H * W).reshape(H, W) * 500).astype(np.uint16)
+    PILImage.fromarray(raw).save(tmp_path / "d.png")
+    np.testing.assert_array_equal(read_scalar(tmp_path / "d.png"), raw)
+    f = np.linspace(0, 3, H * W, dtype=np.float32).reshape(H, W)
+    PILImage.fromarray(f).save(tmp_path / "d.tiff")
+    np.testing.assert_array_equal(read_scalar(tmp_path / "d.tiff"), f)
+    np.save(tmp_path / "d.npy", f[None])  # [1, H, W] is accepted
+    np.testing.assert_array_equal(read_scalar(tmp_path / "d.npy"), f)
+    PILImage.fromarray(raw.astype(np.uint8)).save(tmp_path / "d8.png")
+    with pytest.raises(FileFormatError, match="8-bit"):
+        read_scalar(tmp_path / "d8.png")
+    assert read_scalar(tmp_path / "d8.png", allow_8bit=True).dtype == np.uint8
+
+
+def test_read_vectors_decodes_the_rgb_encoding(tmp_path: Path) -> None:
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[0, 0] = (255, 0, 51)
+    PILImage.fromarray(rgb).save(tmp_path / "n.png")
+    out = read_vectors(tmp_path / "n.png")
+    assert out.shape == (H, W, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out[0, 0], [1.0, -1.0, 51 / 255 * 2 - 1], atol=1e-6)
+    chw = np.random.default_rng(0).normal(size=(3, H, W)).astype(np.float32)
+    np.save(tmp_path / "n.npy", chw)
+    np.testing.assert_array_equal(read_vectors(tmp_path / "n.npy"), chw.transpose(1, 2, 0))
+
+
+def test_file_size_reads_headers(tmp_path: Path) -> None:
+    PILImage.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "a.jpg")
+    np.save(tmp_path / "a.npy", np.zeros((3, H, W), np.float32))
+    np.save(tmp_path / "b.npy", np.zeros((H, W), np.float32))
+    assert file_size(tmp_path / "a.jpg") == (H, W)
+    assert file_size(tmp_path / "a.npy") == (H, W)
+    assert file_size(tmp_path / "b.npy") == (H, W)
+
+
+def test_directory_index(tmp_path: Path) -> None:
+    (tmp_path / "x.npy").write_bytes(b"")
+    index = DirectoryIndex()
+    assert index.exists(tmp_path / "x.npy")
+    assert not index.exists(tmp_path / "y.npy")
+    assert not index.exists(tmp_path / "nowhere" / "x.npy")
+    assert index.find(tmp_path, "x", (".png", ".npy")) == tmp_path / "x.npy"
+    assert index.find(tmp_path, "x", (".png",)) is None
+
+
+# --------------------------------------------------------------------------------------
+# Fields
+# --------------------------------------------------------------------------------------
+
+
+def test_class_mask_check_names_the_values_and_the_fix() -> None:
+    field = ClassMaskFile(num_classes=21)
+    ids = np.zeros((H, W), np.uint8)
+    assert field.check(ids) == []
+    ids[0, :3] = (255, 37, 40)
+    (message,) = field.check(ids)
+    assert "values 37, 40 outside the 21 classes (0-20) and not the ignore index 255" in message
+    out = field.convert(ids)["semseg"]
+    assert isinstance(out, ClassMask) and out.dtype == torch.int64 and out.shape == (H, W)
+
+
+def test_class_mask_lut_maps_and_refuses_unmapped_values() -> None:
+    lut = np.array([255, 0, 1, -1])  # stored 3 is illegal
+    field = ClassMaskFile(num_classes=2, lut=lut)
+    ids = np.array([[0, 1, 2, 1]], np.uint8)
+    assert field.check(ids) == []
+    assert field.convert(ids)["semseg"].tolist() == [[255, 0, 1, 0]]
+    bad = np.array([[3, 9]], np.uint8)
+    assert "values 3, 9" in field.check(bad)[0]
+    # Unchecked (validate="off"): illegal values become the ignore index.
+    assert field.convert(bad)["semseg"].tolist() == [[255, 255]]
+
+
+def test_scalar_file_scales_and_masks() -> None:
+    field = ScalarFile(integer_scale=0.001, float_scale=1.0)
+    raw = np.array([[0, 1500], [65535, 2]], np.uint16)
+    out = field.convert(raw)
+    assert isinstance(out["depth"], ScalarField) and out["depth"].shape == (1, 2, 2)
+    np.testing.assert_allclose(out["depth"][0].numpy(), [[0.0, 1.5], [65.535, 0.002]], rtol=1e-6)
+    assert isinstance(out["valid"], ValidityMask)
+    assert out["valid"].tolist() == [[False, True], [True, True]]
+    assert field.check(raw) == []
+
+
+def test_scalar_file_refuses_nan_and_negative_values() -> None:
+    field = ScalarFile()
+    raw = np.array([[np.nan, -0.5, 1.0, np.inf]], np.float32)
+    messages = field.check(raw)
+    assert any("2 NaN/inf values" in m for m in messages)
+    assert any("1 value below 0 (minimum -0.5)" in m for m in messages)
+    out = field.convert(raw)
+    assert out["valid"].tolist() == [[False, False, True, False]]
+    assert out["depth"].tolist() == [[[0.0, 0.0, 1.0, 0.0]]]  # no NaN left in the target
+
+
+def test_vector_file_normalises_and_marks_undefined_normals() -> None:
+    v = np.zeros((1, 4, 3), np.float32)
+    v[0, 0] = (0.0, 0.0, -1.1)  # near unit: valid, normalised
+    v[0, 1] = (0.0, 0.0, 0.0)  # zero: invalid
+    v[0, 2] = (-1.0, -1.0, -1.0)  # a black PNG pixel: invalid
+    v[0, 3] = (0.6, 0.0, -0.8)
+    out = VectorFile(flip=("y",)).convert(v)
+    normals, valid = out["normals"], out["normals_valid"]
+    assert isinstance(normals, UnitVectorField) and normals.shape == (3, 1, 4)
+    assert valid.tolist() == [[True, False, False, True]]
+    np.testing.assert_allclose(normals[:, 0, 0].numpy(), [0.0, 0.0, -1.0], atol=1e-6)
+    np.testing.assert_allclose(normals[:, 0, 3].numpy(), [0.6, 0.0, -0.8], atol=1e-6)
+    assert normals[:, 0, 1].abs().sum() == 0 and normals[:, 0, 2].abs().sum() == 0
+    flipped = VectorFile(flip=("x", "z")).convert(v)["normals"]
+    np.testing.assert_allclose(flipped[:, 0, 3].numpy(), [-0.6, 0.0, 0.8], atol=1e-6)
+
+
+def test_validity_file(tmp_path: Path) -> None:
+    mask = np.array([[0, 255, 1]], np.uint8)
+    PILImage.fromarray(mask).save(tmp_path / "m.png")
+    field = ValidityFile(key="valid")
+    out = field.convert(field.read(tmp_path / "m.png"))["valid"]
+    assert isinstance(out, ValidityMask) and out.tolist() == [[False, True, True]]
+
+
+# --------------------------------------------------------------------------------------
+# The validating base class
+# --------------------------------------------------------------------------------------
+
+
+class Pairs(FileDataset):
+    """image/<i>.png + label/<i>.png, 3 classes."""
+
+    name = "pairs"
+
+    def __init__(self, root: Path, count: int, validate: str = "full") -> None:
+        records = [
+            Record(str(i), {"image": root / f"image/{i}.png", "semseg": root / f"label/{i}.png"})
+            for i in range(count)
+        ]
+        super().__init__(
+            records, {"image": ImageFile(), "semseg": ClassMaskFile(num_classes=3)},
+            roots=[root], validate=validate,  # type: ignore[arg-type]
+        )
+
+
+def write_pairs(root: Path, count: int) -> None:
+    (root / "image").mkdir(parents=True)
+    (root / "label").mkdir(parents=True)
+    for i in range(count):
+        PILImage.fromarray(np.full((H, W, 3), i, np.uint8)).save(root / "image" / f"{i}.png")
+        PILImage.fromarray(np.full((H, W), i % 3, np.uint8)).save(root / "label" / f"{i}.png")
+
+
+def test_a_good_data_set_reads_typed_samples(tmp_path: Path) -> None:
+    write_pairs(tmp_path, 10)
+    ds = Pairs(tmp_path, 10)
+    assert len(ds) == 10
+    assert ds.target_kinds == {"image": Image, "semseg": ClassMask}
+    sample = ds[4]
+    assert isinstance(sample["image"], Image) and sample["image"].shape == (3, H, W)
+    assert sample["image"].dtype == torch.uint8 and int(sample["image"][0, 0, 0]) == 4
+    assert sample["semseg"].tolist() == [[1] * W] * H
+
+
+def test_every_problem_is_reported_at_once_in_record_order(tmp_path: Path) -> None:
+    write_pairs(tmp_path, 12)  # 12 records: the checks run in the thread pool
+    (tmp_path / "label" / "2.png").unlink()
+    (tmp_path / "image" / "5.png").write_bytes(b"not an image")
+    PILImage.fromarray(np.full((H, W + 1), 0, np.uint8)).save(tmp_path / "label" / "7.png")
+    PILImage.fromarray(np.full((H, W), 9, np.uint8)).save(tmp_path / "label" / "9.png")
+    with pytest.raises(DatasetError) as caught:
+        Pairs(tmp_path, 12)
+    message = str(caught.value)
+    assert "4 problems" in message
+    lines = [line.strip() for line in message.splitlines()]
+    problems = [line for line in lines if line.startswith(("label/", "image/"))]
+    files = [p.split(":")[0] for p in problems]
+    assert files == ["label/2.png", "image/5.png", "label/7.png", "label/9.png"]
+    assert "missing label" in problems[0]
+    assert "cannot be read" in problems[1]
+    assert "is 8x13 (height x width) but its image image/7.png is 8x12" in problems[2]
+    assert "value 9 outside the 3 classes (0-2)" in problems[3]
+    assert "validate" in message  # says how to open it anyway
+
+
+def test_quick_checks_sizes_but_not_values_and_off_checks_nothing(tmp_path: Path) -> None:
+    write_pairs(tmp_path, 3)
+    PILImage.fromarray(np.full((H, W), 9, np.uint8)).save(tmp_path / "label" / "0.png")
+    Pairs(tmp_path, 3, validate="quick")  # the value is not looked at
+    PILImage.fromarray(np.full((H + 2, W), 0, np.uint8)).save(tmp_path / "label" / "1.png")
+    with pytest.raises(DatasetError, match=r"label/1\.png: is 10x12"):
+        Pairs(tmp_path, 3, validate="quick")
+    ds = Pairs(tmp_path, 3, validate="off")
+    with pytest.raises(DatasetError, match=r"label/1\.png: is 10x12"):
+        ds[1]
+    (tmp_path / "image" / "2.png").write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match=r"image/2\.png: cannot be read"):
+        ds[2]
+
+
+def test_the_report_is_capped_with_a_count_of_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "image").mkdir()
+    (tmp_path / "label").mkdir()
+    count = MAX_REPORTED_PROBLEMS + 5  # every image and label is missing
+    with pytest.raises(DatasetError) as caught:
+        Pairs(tmp_path, count)
+    message = str(caught.value)
+    assert f"{2 * count} problems" in message
+    assert f"... and {2 * count - MAX_REPORTED_PROBLEMS} more problems" in message
+    listed = [line for line in message.splitlines() if line.startswith(("  image/", "  label/"))]
+    assert len(listed) == MAX_REPORTED_PROBLEMS
+
+
+def test_quick_reads_the_label_mode_from_the_header(tmp_path: Path) -> None:
+    write_pairs(tmp_path, 2)
+    PILImage.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "label" / "1.png")
+    with pytest.raises(DatasetError, match=r"label/1\.png: has 3 channels \(mode RGB\)"):
+        Pairs(tmp_path, 2, validate="quick")
+
+
+def test_a_data_set_survives_pickling(tmp_path: Path) -> None:
+    import pickle
+
+    write_pairs(tmp_path, 3)
+    ds = pickle.loads(pickle.dumps(Pairs(tmp_path, 3)))  # data loader workers (spawn)
+    assert ds[2]["semseg"].tolist() == [[2] * W] * H
