@@ -26,6 +26,14 @@ def test_contract_with_linear_head_and_smoothing() -> None:
     )
 
 
+def test_contract_with_the_lovasz_loss() -> None:
+    check_task(
+        "segmentation", {"num_classes": 4}, manager=isolated_manager(seg_plugin),
+        head="linear", loss={"name": "lovasz", "params": {"per_image": True}},
+        size=(21, 19), seed=2,
+    )
+
+
 def test_entry_point_is_declared() -> None:
     eps = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="pixcore")}
     assert eps.get("seg") == "pixcore_seg._plugin"

@@ -1,9 +1,9 @@
-"""Mean intersection-over-union from a streamed confusion matrix."""
+"""Intersection over union and pixel accuracies from a streamed confusion matrix."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,87 +11,157 @@ from torch import Tensor
 
 import pixcore
 from pixcore.targets import DEFAULT_IGNORE_INDEX
-from pixcore_seg._common import as_class_ids, check_class_range
+from pixcore_seg._common import argmax_classes, as_class_ids, check_class_range
 
-__all__ = ["MeanIoU", "MeanIoUParams"]
+__all__ = ["AverageOver", "MeanIoU", "MeanIoUParams"]
+
+#: Which classes the class means (``miou``, ``mean_acc``) average over.
+AverageOver = Literal["nonzero_union", "present_in_target", "all_classes"]
+
+#: The protocol name recorded with the results of each policy.
+PROTOCOLS: dict[str, str] = {
+    "nonzero_union": "confusion-pooled/nanmean-nonzero-union",
+    "present_in_target": "confusion-pooled/mean-present-in-target",
+    "all_classes": "confusion-pooled/mean-all-classes-absent-as-0",
+}
 
 
 class MeanIoUParams(BaseModel):
-    """Parameters of the ``miou`` metric (both are given by the segmentation task)."""
+    """Parameters of the ``miou`` metric."""
 
     model_config = ConfigDict(extra="forbid")
 
-    num_classes: int = Field(gt=0)
-    ignore_index: int = DEFAULT_IGNORE_INDEX
+    num_classes: int = Field(gt=0, description="Given by the task.")
+    ignore_index: int = Field(
+        default=DEFAULT_IGNORE_INDEX,
+        description="Target value of unlabelled pixels (never scored); given by the task.",
+    )
+    average_over: AverageOver = Field(
+        default="nonzero_union",
+        description="Absent-class policy of the class means. 'nonzero_union': classes "
+        "with a non-zero union (ground truth or prediction; mmsegmentation, "
+        "torchmetrics' average='macro'); 'present_in_target': classes present in the "
+        "ground truth (detectron2); 'all_classes': all classes, a class without pixels "
+        "counting as 0.",
+    )
 
 
 class MeanIoU(pixcore.Metric):
-    r"""Intersection over union per class, their mean, and pixel accuracies.
+    r"""Intersection over union per class, its class means, and pixel accuracies.
 
-    The state is one confusion matrix :math:`N \in \mathbb{N}^{C \times C}` for the whole
-    evaluation (:math:`N_{gp}` counts pixels of true class :math:`g` predicted as
-    :math:`p`), accumulated with ``torch.bincount`` (memory :math:`O(C^2)`) over pixels
-    that are valid and not ``ignore_index``. The prediction is the argmax of logits
-    ``[B, C, H, W]``, or class ids ``[B, H, W]``. With :math:`TP_c = N_{cc}`,
-    :math:`G_c = \sum_p N_{cp}` (ground truth), :math:`P_c = \sum_g N_{gc}` (predicted):
+    The state is one confusion matrix :math:`N \in \mathbb{N}^{C \times C}` (int64) for
+    the whole evaluation: :math:`N_{gp}` counts the scored pixels of true class :math:`g`
+    predicted as :math:`p`. Scored pixels are valid and not ``ignore_index``. Each update
+    adds ``bincount(g * C + p)`` over the batch, so memory is :math:`O(C^2)` plus
+    :math:`O(BHW)` for the batch, never :math:`O(BHW \cdot C)`. The prediction is the argmax
+    of logits ``[B, C, H, W]``, or class ids ``[B, H, W]`` / ``[B, 1, H, W]``.
 
-    * ``iou/<c>`` :math:`= TP_c / (G_c + P_c - TP_c)`; NaN when the union is zero, i.e.
-      class :math:`c` is absent from both ground truth and prediction over the *whole*
-      evaluation;
-    * ``miou``: the mean of ``iou/<c>`` over classes with a non-zero union (the
-      absent-class policy named in :attr:`protocol`: such classes are left out);
-    * ``miou_all_classes``: the mean over all :math:`C` classes, zero-union classes
-      counted as 0;
+    With :math:`TP_c = N_{cc}`, :math:`G_c = \sum_p N_{cp}` (ground-truth pixels),
+    :math:`P_c = \sum_g N_{gc}` (predicted pixels) and :math:`U_c = G_c + P_c - TP_c`
+    (union), the results are
+
+    * ``iou/<c>`` :math:`= TP_c / U_c`, NaN when :math:`U_c = 0` (class :math:`c` in
+      neither the ground truth nor the predictions of the whole evaluation);
+    * ``miou``: the mean of :math:`TP_c / U_c` over the classes chosen by
+      ``average_over``:
+
+      - ``"nonzero_union"`` (default): classes with :math:`U_c > 0`; the others are NaN
+        and left out (the ``nanmean`` of mmsegmentation, Keras ``MeanIoU``,
+        torchmetrics' ``MulticlassJaccardIndex(average="macro")``);
+      - ``"present_in_target"``: classes with :math:`G_c > 0`; a class that is only
+        predicted is left out although its IoU is 0 (detectron2's ``SemSegEvaluator``);
+      - ``"all_classes"``: all :math:`C` classes, :math:`U_c = 0` counting as 0 (the
+        mean of torchmetrics' ``average=None`` results);
+
+    * ``miou_all_classes``: the ``"all_classes"`` mean, whatever the policy;
     * ``pixel_acc`` :math:`= \sum_c TP_c / \sum_c G_c`;
-    * ``mean_acc``: the mean of :math:`TP_c / G_c` over classes present in the ground
-      truth.
+    * ``mean_acc``: the mean of the class accuracies (recalls) :math:`TP_c / G_c` over the
+      classes with :math:`G_c > 0`, or over all classes (:math:`G_c = 0` counting as 0)
+      with ``"all_classes"``;
+    * ``fwiou`` (frequency-weighted IoU) :math:`= \sum_c G_c\,\mathrm{IoU}_c / \sum_c G_c`
+      (torchmetrics' ``average="weighted"``).
 
-    Pooling over the whole evaluation (rather than averaging per image) is the protocol
-    of Pascal VOC, Cityscapes and ADE20K (Everingham et al. 2010).
+    Every mean is NaN when no pixel was scored. Pooling the counts over the whole
+    evaluation, not averaging per image, is the protocol of Pascal VOC (Everingham et al.
+    2010), Cityscapes and ADE20K; :attr:`protocol` names it together with the absent-class
+    policy, e.g. ``confusion-pooled/nanmean-nonzero-union``. The per-class keys have no
+    entry in :attr:`higher_is_better`, so multi-task summaries use the class means only.
     """
 
-    protocol: ClassVar[str] = "confusion-pooled/nanmean-nonzero-union"
+    protocol: ClassVar[str] = PROTOCOLS["nonzero_union"]
+    higher_is_better: ClassVar[Mapping[str, bool]] = {
+        "miou": True,
+        "miou_all_classes": True,
+        "pixel_acc": True,
+        "mean_acc": True,
+        "fwiou": True,
+    }
 
-    def __init__(self, num_classes: int, ignore_index: int = DEFAULT_IGNORE_INDEX) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = DEFAULT_IGNORE_INDEX,
+        average_over: AverageOver = "nonzero_union",
+    ) -> None:
         super().__init__()
-        params = MeanIoUParams(num_classes=num_classes, ignore_index=ignore_index)
+        params = MeanIoUParams(
+            num_classes=num_classes, ignore_index=ignore_index, average_over=average_over
+        )
         self.num_classes = params.num_classes
         self.ignore_index = params.ignore_index
-        confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
-        self.add_state("confusion", confusion)
+        self.average_over = params.average_over
+        # The protocol depends on the policy: this instance attribute shadows the default.
+        self.protocol = PROTOCOLS[self.average_over]  # type: ignore[misc]
+        c = self.num_classes
+        # Pair ids g * C + p, plus one bin for pixels that are not scored, fit in int32
+        # below 46340 classes; int32 halves the memory traffic of the update.
+        self._pair_dtype = torch.int32 if c * c + 1 < 2**31 else torch.int64
+        self.add_state("confusion", torch.zeros(c, c, dtype=torch.int64))
 
     def update(self, prediction: Tensor, target: Tensor, valid: Tensor) -> None:
         what = "miou"
+        c = self.num_classes
         target = as_class_ids(target, valid, what)
         if prediction.is_floating_point():
-            if prediction.ndim != 4 or prediction.shape[1] != self.num_classes:
+            if prediction.ndim != 4 or prediction.shape[1] != c:
                 raise ValueError(
-                    f"{what}: logits must be [B, {self.num_classes}, H, W], got "
-                    f"{tuple(prediction.shape)}"
+                    f"{what}: logits must be [B, {c}, H, W], got {tuple(prediction.shape)}"
                 )
-            predicted = prediction.argmax(1)
+            predicted = argmax_classes(prediction, self._pair_dtype)
+            checked = True  # argmax ids are in [0, C) by construction
         else:
             predicted = prediction[:, 0] if prediction.ndim == 4 else prediction
+            checked = False
         if predicted.shape != target.shape:
             raise ValueError(
                 f"{what}: prediction {tuple(prediction.shape)} does not match the target "
                 f"{tuple(target.shape)}"
             )
-        keep = valid.bool() & (target != self.ignore_index)
-        check_class_range(target, keep, self.num_classes, self.ignore_index, what)
-        c = self.num_classes
-        predicted = predicted[keep].long()
-        if bool(((predicted < 0) | (predicted >= c)).any()):
-            raise ValueError(
-                f"{what}: predicted class ids must lie in [0, {c}), got "
-                f"[{int(predicted.min())}, {int(predicted.max())}]"
-            )
-        pairs = target[keep].long() * c + predicted
-        counts = torch.bincount(pairs, minlength=c * c).reshape(c, c)
+        if predicted.device != target.device:
+            predicted = predicted.to(target.device)
+        keep = valid.to(target.device, torch.bool) & (target != self.ignore_index)
+        # One pass each for the range checks of scored pixels; the messages come from the
+        # slower check_class_range, which only runs when something is out of range.
+        low, high = torch.where(keep, target, torch.zeros_like(target)).aminmax()
+        if int(low) < 0 or int(high) >= c:
+            check_class_range(target, keep, c, self.ignore_index, what)
+        if not checked:
+            low, high = torch.where(keep, predicted, torch.zeros_like(predicted)).aminmax()
+            if int(low) < 0 or int(high) >= c:
+                raise ValueError(
+                    f"{what}: predicted class ids of scored pixels must lie in [0, {c}), got "
+                    f"[{int(low)}, {int(high)}]"
+                )
+        # Pixels that are not scored go to an extra bin (c * c) that is dropped: one
+        # where() instead of two boolean selections.
+        pairs = target.to(self._pair_dtype) * c
+        pairs += predicted.to(self._pair_dtype)
+        pairs.masked_fill_(~keep, c * c)
+        counts = torch.bincount(pairs.reshape(-1), minlength=c * c + 1)[: c * c]
         confusion = self._state["confusion"]
         if confusion.device != counts.device:
             confusion = confusion.to(counts.device)
-        self._state["confusion"] = confusion + counts
+        self._state["confusion"] = confusion + counts.reshape(c, c)
 
     def _compute(self, state: Mapping[str, Tensor]) -> dict[str, float]:
         confusion = state["confusion"].double().cpu()
@@ -99,17 +169,33 @@ class MeanIoU(pixcore.Metric):
         gt = confusion.sum(1)
         predicted = confusion.sum(0)
         union = gt + predicted - tp
-        present = union > 0
-        iou = torch.where(present, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
-        results = {f"iou/{c}": float(iou[c]) for c in range(self.num_classes)}
         nan = float("nan")
-        results["miou"] = float(iou[present].mean()) if bool(present.any()) else nan
-        results["miou_all_classes"] = float(torch.nan_to_num(iou, nan=0.0).mean())
-        total = gt.sum()
-        results["pixel_acc"] = float(tp.sum() / total) if total > 0 else nan
-        labelled = gt > 0
-        if bool(labelled.any()):
-            results["mean_acc"] = float((tp[labelled] / gt[labelled]).mean())
+        iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, nan))
+        accuracy = torch.where(gt > 0, tp / gt.clamp(min=1), torch.full_like(tp, nan))
+        results = {f"iou/{c}": float(iou[c]) for c in range(self.num_classes)}
+        total = float(gt.sum())
+        if total == 0:
+            results.update(
+                miou=nan, miou_all_classes=nan, pixel_acc=nan, mean_acc=nan, fwiou=nan
+            )
+            return results
+        all_iou = float(torch.nan_to_num(iou, nan=0.0).mean())
+        if self.average_over == "nonzero_union":
+            miou = float(iou[union > 0].mean())
+        elif self.average_over == "present_in_target":
+            miou = float(iou[gt > 0].mean())
         else:
-            results["mean_acc"] = nan
+            miou = all_iou
+        if self.average_over == "all_classes":
+            mean_acc = float(torch.nan_to_num(accuracy, nan=0.0).mean())
+        else:
+            mean_acc = float(accuracy[gt > 0].mean())
+        labelled = gt > 0  # the IoU of such a class is defined (its union is >= G_c > 0)
+        results.update(
+            miou=miou,
+            miou_all_classes=all_iou,
+            pixel_acc=float(tp.sum()) / total,
+            mean_acc=mean_acc,
+            fwiou=float((gt[labelled] * iou[labelled]).sum()) / total,
+        )
         return results

@@ -5,7 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pixcore
-from pixcore_seg._loss import CrossEntropyLoss, CrossEntropyParams
+from pixcore_seg._datasets import pixcore_datasets as pixcore_datasets  # noqa: F401
+from pixcore_seg._losses import (
+    CrossEntropyLoss,
+    CrossEntropyParams,
+    DiceLoss,
+    DiceParams,
+    FocalLoss,
+    FocalParams,
+    LovaszParams,
+    LovaszSoftmaxLoss,
+    OhemCrossEntropyLoss,
+    OhemCrossEntropyParams,
+)
 from pixcore_seg._metric import MeanIoU, MeanIoUParams
 from pixcore_seg._task import SegmentationParams, SegmentationTask
 
@@ -22,7 +34,23 @@ def pixcore_tasks() -> Iterator[pixcore.Component]:
 def pixcore_losses() -> Iterator[pixcore.Component]:
     yield pixcore.Component(
         "cross_entropy", CrossEntropyLoss, params=CrossEntropyParams,
-        description="Softmax cross-entropy over valid, labelled pixels",
+        description="Softmax cross-entropy with class weights and label smoothing",
+    )
+    yield pixcore.Component(
+        "dice", DiceLoss, params=DiceParams,
+        description="Soft Dice over softmax probabilities (Milletari et al. 2016)",
+    )
+    yield pixcore.Component(
+        "focal", FocalLoss, params=FocalParams,
+        description="Softmax focal loss (Lin et al. 2017)",
+    )
+    yield pixcore.Component(
+        "lovasz", LovaszSoftmaxLoss, params=LovaszParams,
+        description="Lovasz-softmax surrogate of the Jaccard loss (Berman et al. 2018)",
+    )
+    yield pixcore.Component(
+        "ohem_cross_entropy", OhemCrossEntropyLoss, params=OhemCrossEntropyParams,
+        description="Cross-entropy over the hardest pixels (online hard example mining)",
     )
 
 
@@ -30,5 +58,5 @@ def pixcore_losses() -> Iterator[pixcore.Component]:
 def pixcore_metrics() -> Iterator[pixcore.Component]:
     yield pixcore.Component(
         "miou", MeanIoU, params=MeanIoUParams,
-        description="Per-class IoU, mIoU and pixel accuracy from a pooled confusion matrix",
+        description="IoU per class, mIoU, accuracies and FWIoU from a pooled confusion matrix",
     )

@@ -49,8 +49,11 @@ class SegmentationTask(pixcore.Task):
     * validity: none by default (``valid_key=None``): the validity mask of a sample says
       where *depth and normals* are defined, while a class is defined everywhere it is
       labelled (a window has a class but no depth);
-    * defaults: head ``fpn``, loss ``cross_entropy``, metrics ``("miou",)``;
-    * ``context()`` offers ``num_classes`` and ``ignore_index`` to losses and metrics.
+    * defaults: head ``fpn``, loss ``cross_entropy``, metrics ``("miou",)``; the losses
+      ``dice``, ``focal``, ``lovasz`` and ``ohem_cross_entropy`` take the same inputs;
+    * ``context()`` offers ``num_classes`` (which checks the length of per-class lists
+      such as ``class_weights`` and ``alpha``, and sizes the confusion matrix of ``miou``)
+      and ``ignore_index`` to heads, losses and metrics that declare them.
     """
 
     target_kind = ClassMask
