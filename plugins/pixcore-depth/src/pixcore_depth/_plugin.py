@@ -5,7 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pixcore
-from pixcore_depth._losses import L1Loss, SILogLoss, SILogParams
+from pixcore_depth._datasets import pixcore_datasets as pixcore_datasets  # noqa: F401
+from pixcore_depth._losses import (
+    BerHuLoss,
+    BerHuParams,
+    GradientMatchingLoss,
+    GradientMatchingParams,
+    L1Loss,
+    L1Params,
+    SILogLoss,
+    SILogParams,
+    SSILoss,
+    SSIParams,
+)
 from pixcore_depth._metric import DepthErrors, DepthErrorsParams
 from pixcore_depth._task import DepthParams, DepthTask
 
@@ -14,7 +26,7 @@ from pixcore_depth._task import DepthParams, DepthTask
 def pixcore_tasks() -> Iterator[pixcore.Component]:
     yield pixcore.Component(
         "depth", DepthTask, params=DepthParams,
-        description="Metric depth in metres, decoded from log-depth",
+        description="Metric (metres) or relative depth, decoded from log-depth or softplus",
     )
 
 
@@ -24,12 +36,27 @@ def pixcore_losses() -> Iterator[pixcore.Component]:
         "silog", SILogLoss, params=SILogParams,
         description="Scale-invariant log loss (Eigen et al. 2014)",
     )
-    yield pixcore.Component("l1", L1Loss, description="Mean absolute depth error over valid pixels")
+    yield pixcore.Component(
+        "l1", L1Loss, params=L1Params, description="Mean absolute depth error over valid pixels"
+    )
+    yield pixcore.Component(
+        "berhu", BerHuLoss, params=BerHuParams,
+        description="Reverse Huber loss, c = 0.2 max |residual| (Laina et al. 2016)",
+    )
+    yield pixcore.Component(
+        "ssi", SSILoss, params=SSIParams,
+        description="Scale-and-shift-invariant loss, per-image least squares (MiDaS, 2020)",
+    )
+    yield pixcore.Component(
+        "gradient_matching", GradientMatchingLoss, params=GradientMatchingParams,
+        description="Multi-scale gradient matching (Li and Snavely 2018; MiDaS)",
+    )
 
 
 @pixcore.hookimpl
 def pixcore_metrics() -> Iterator[pixcore.Component]:
     yield pixcore.Component(
         "depth_errors", DepthErrors, params=DepthErrorsParams,
-        description="AbsRel, SqRel, RMSE, RMSE log, log10, delta<1.25^k (pixel-pooled)",
+        description="AbsRel, SqRel, RMSE, RMSE log, log10, SILog, delta<1.25^k; crops, caps, "
+        "alignment, pooled or per image",
     )

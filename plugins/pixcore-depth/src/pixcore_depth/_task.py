@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 import pixcore
 from pixcore.targets import ScalarField
 from pixcore_depth._colormap import turbo
-from pixcore_depth._common import usable
+from pixcore_depth._common import scale_and_shift, usable
 
-__all__ = ["DepthParams", "DepthTask"]
+__all__ = ["DepthMode", "DepthParams", "DepthTask", "Parameterization", "RelativeDepthTask"]
 
 #: Upper clamp of decoded depth when ``max_depth`` is None, metres (keeps ``exp`` finite).
 DEPTH_CEILING = 1e4
+
+#: How the head's raw channel is turned into depth.
+Parameterization = Literal["log", "softplus"]
+#: Metric depth (metres) or relative depth (up to a per-image scale and shift).
+DepthMode = Literal["metric", "relative"]
 
 
 class DepthParams(BaseModel):
@@ -35,6 +41,16 @@ class DepthParams(BaseModel):
     max_depth: float | None = Field(
         default=None, description="Largest depth predicted and scored; None: no cap."
     )
+    parameterization: Parameterization = Field(
+        default="log",
+        description="How the raw channel becomes depth: 'log' (exp of log-depth) or "
+        "'softplus' (softplus(raw) + min_depth).",
+    )
+    mode: DepthMode = Field(
+        default="metric",
+        description="'metric': depth in metres (default loss silog); 'relative': depth up to "
+        "a per-image scale and shift (default loss ssi, metric aligned per image).",
+    )
 
     @model_validator(mode="after")
     def _range(self) -> DepthParams:
@@ -46,25 +62,35 @@ class DepthParams(BaseModel):
 
 
 class DepthTask(pixcore.Task):
-    """Metric depth per pixel, from one raw channel.
+    """Depth per pixel, from one raw channel.
 
-    * prediction: depth in metres ``[B, 1, H, W]``, always in
-      ``[min_depth, max_depth or 1e4]``;
+    * prediction: depth ``[B, 1, H, W]``, always in ``[min_depth, max_depth or 1e4]``;
+      in metres (``mode="metric"``) or in arbitrary units, up to a per-image scale and
+      shift (``mode="relative"``);
     * target: a :class:`~pixcore.targets.ScalarField` under ``target_key``; pixels where
       ``valid_key`` is False (or the depth is not a finite positive number) are skipped;
-    * defaults: head ``fpn``, loss ``silog``, metrics ``("depth_errors",)``;
-    * ``context()`` offers ``min_depth`` and ``max_depth`` to losses and metrics.
+    * defaults: head ``fpn``, loss ``silog`` (``ssi`` in relative mode), metrics
+      ``("depth_errors",)``;
+    * ``context()`` offers ``min_depth``, ``max_depth`` and ``mode`` to losses and metrics.
 
-    **Decoding.** The head predicts log-depth and :meth:`decode` returns its exponential:
-    depth is positive by construction; SILog, the default loss, is a function of
-    ``log depth``, so its gradient w.r.t. the raw output is the plain log error
-    (no vanishing gradient as with softplus near 0, and the same relative step for near
-    and far pixels); and the heads' near-zero initial output decodes to 1 m, a sensible
-    starting depth. For safety the log-depth is clamped to
-    ``[log min_depth, log max_depth]`` so that ``exp`` can neither underflow to 0 nor
-    overflow; the clamp passes gradients straight through (the value is clamped, the
-    gradient is that of the unclamped log-depth), so an output that strays outside the
-    range is still pulled back by the loss instead of receiving no gradient.
+    **Decoding** (``parameterization``). With ``"log"`` (the default) the head predicts
+    log-depth and :meth:`decode` returns its exponential: depth is positive by
+    construction; SILog, the default loss, is a function of ``log depth``, so its gradient
+    w.r.t. the raw output is the plain log error (the same relative step for near and far
+    pixels); and the heads' near-zero initial output decodes to 1 m, a sensible starting
+    depth. The log-depth is clamped to ``[log min_depth, log max_depth]`` so that ``exp``
+    can neither underflow to 0 nor overflow. With ``"softplus"``, depth is
+    ``softplus(raw) + min_depth`` (near-linear in the raw output for large depths, which
+    suits losses on depth itself such as ``l1`` and ``berhu``; an initial output of 0
+    decodes to ``ln 2 + min_depth``), clamped above at ``max_depth``. Either clamp passes
+    gradients straight through (the value is clamped, the gradient is that of the
+    unclamped output), so an output that strays outside the range is still pulled back by
+    the loss instead of receiving no gradient.
+
+    **Modes.** ``DepthTask(mode="relative")`` returns a :class:`RelativeDepthTask`, the
+    same task whose default loss is ``ssi``; the ``depth_errors`` metric reads the mode
+    from :meth:`context` and then aligns each predicted map to its ground truth before
+    scoring (least-squares scale and shift unless configured otherwise).
     """
 
     target_kind = ScalarField
@@ -72,34 +98,61 @@ class DepthTask(pixcore.Task):
     default_loss = "silog"
     default_metrics = ("depth_errors",)
 
+    #: ``"metric"`` or ``"relative"``; fixed by the class.
+    mode: ClassVar[DepthMode] = "metric"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> DepthTask:
+        # The default loss is a class attribute (pixcore reads ``type(task).default_loss``),
+        # so relative depth is its own subclass, chosen here from the ``mode`` argument.
+        mode = kwargs.get("mode", args[5] if len(args) > 5 else None)
+        if cls is DepthTask and mode == "relative":
+            cls = RelativeDepthTask
+        return super().__new__(cls)
+
     def __init__(
         self,
         target_key: str = "depth",
         valid_key: str | None = "valid",
         min_depth: float = 1e-3,
         max_depth: float | None = None,
+        parameterization: Parameterization = "log",
+        mode: DepthMode | None = None,
     ) -> None:
         params = DepthParams(
-            target_key=target_key, valid_key=valid_key, min_depth=min_depth, max_depth=max_depth
+            target_key=target_key, valid_key=valid_key, min_depth=min_depth,
+            max_depth=max_depth, parameterization=parameterization,
+            mode=self.mode if mode is None else mode,
         )
+        if params.mode != self.mode:
+            raise ValueError(
+                f"{type(self).__name__} predicts {self.mode} depth, got mode={params.mode!r}; "
+                f"create DepthTask(mode={params.mode!r}) instead"
+            )
         super().__init__(params.target_key, params.valid_key)
         self.min_depth = params.min_depth
         self.max_depth = params.max_depth
+        self.parameterization: Parameterization = params.parameterization
 
     @property
     def out_channels(self) -> int:
         return 1
 
     def context(self) -> dict[str, Any]:
-        return {"min_depth": self.min_depth, "max_depth": self.max_depth}
+        return {"min_depth": self.min_depth, "max_depth": self.max_depth, "mode": self.mode}
 
     def decode(self, raw: Tensor) -> Tensor:
-        """Raw log-depth ``[B, 1, H, W]`` -> depth in metres (see the class docstring)."""
-        log_depth = raw.float()
+        """Raw output ``[B, 1, H, W]`` -> depth (see the class docstring)."""
+        value = raw.float()
         upper = self.max_depth if self.max_depth is not None else DEPTH_CEILING
-        clamped = log_depth.clamp(math.log(self.min_depth), math.log(upper))
-        # Straight-through clamp: the value of `clamped`, the gradient of `log_depth`.
-        return torch.exp(log_depth + (clamped - log_depth).detach())
+        # Straight-through clamps: the value is exactly the clamped one (``x - x.detach()``
+        # is exactly 0), the gradient that of the unclamped expression.
+        if self.parameterization == "log":
+            log_depth = value.detach().clamp(math.log(self.min_depth), math.log(upper))
+            depth = torch.exp(log_depth).clamp(self.min_depth, upper)  # exp's rounding too
+            # d depth / d raw = depth, as for exp(raw).
+            return depth * (1.0 + (value - value.detach()))
+        soft = F.softplus(value) + self.min_depth
+        return soft.detach().clamp(max=upper) + (soft - soft.detach())
 
     def visualize(self, value: Tensor, valid: Tensor | None = None) -> np.ndarray:
         """Depth ``[1, H, W]`` (or ``[H, W]``) -> turbo colours; invalid pixels black.
@@ -148,6 +201,41 @@ class DepthTask(pixcore.Task):
                 f"({self.target_key!r}) and `valid_key` ({self.valid_key!r})"
             )
         return torch.tensor([total / count], dtype=torch.float32)
+
+
+
+class RelativeDepthTask(DepthTask):
+    """Depth up to a per-image scale and shift (``DepthTask(mode="relative")``).
+
+    The same decoding, targets and context as :class:`DepthTask`, with ``mode =
+    "relative"``: the default loss is ``ssi`` (scale-and-shift-invariant, Ranftl et al.
+    2020), the ``depth_errors`` metric aligns each prediction to its ground truth by
+    least-squares scale and shift before scoring, and :meth:`visualize_pair` draws the
+    prediction after the same alignment, so that its colours can be compared with the
+    target's. The decoded range ``[min_depth, max_depth]`` only bounds the network's
+    arbitrary units.
+    """
+
+    default_loss = "ssi"
+    mode: ClassVar[DepthMode] = "relative"
+
+    def visualize_pair(
+        self, target: Tensor, prediction: Tensor, valid: Tensor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Target and the prediction aligned to it (least-squares scale and shift), on the
+        target's colour scale."""
+        truth = target.detach().double().cpu().reshape(1, *target.shape[-2:])
+        predicted = prediction.detach().double().cpu().reshape(1, *prediction.shape[-2:])
+        mask = torch.ones_like(truth, dtype=torch.bool) if valid is None else (
+            valid.detach().cpu().bool().reshape(truth.shape)
+        )
+        keep = usable(truth, mask) & predicted.isfinite()
+        if bool(keep.any()):
+            scale, shift = scale_and_shift(
+                torch.where(keep, predicted, 1.0), torch.where(keep, truth, 1.0), keep
+            )
+            predicted = scale * predicted + shift
+        return super().visualize_pair(target, predicted.float()[0], valid)
 
 
 def _percentile_range(depth: np.ndarray, keep: np.ndarray) -> tuple[float, float]:
