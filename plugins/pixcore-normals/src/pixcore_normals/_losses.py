@@ -1,14 +1,47 @@
-"""Normal losses: angular error and cosine distance, over valid pixels."""
+"""Normal losses: angle, cosine distance and L1 distance, over valid pixels.
+
+Every loss keeps the pixels that are valid and whose true normal is finite and of
+non-zero length, L2-normalises both vectors there (see :func:`pixcore_normals._common.select`),
+and averages over the kept pixels of the whole batch; with none kept it is 0, with a
+gradient path.
+"""
 
 from __future__ import annotations
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 import pixcore
 from pixcore_normals._common import select
 
-__all__ = ["AngularLoss", "CosineLoss"]
+__all__ = [
+    "AngularLoss",
+    "AngularParams",
+    "CosineLoss",
+    "CosineParams",
+    "NormalsL1Loss",
+    "NormalsL1Params",
+]
+
+
+class AngularParams(BaseModel):
+    """Parameters of the ``angular`` loss: none (unknown keys are refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CosineParams(BaseModel):
+    """Parameters of the ``cosine`` loss: none (unknown keys are refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NormalsL1Params(BaseModel):
+    """Parameters of the ``normals_l1`` loss: none (unknown keys are refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
 
 def _safe_norm(x: Tensor) -> Tensor:
     """L2 norm over the last dimension with a zero (not NaN) gradient at the zero vector."""
@@ -52,10 +85,17 @@ class AngularLoss(pixcore.Loss):
 
 
 class CosineLoss(pixcore.Loss):
-    r"""Mean cosine distance: :math:`\frac{1}{n}\sum_i (1 - \hat{n}_i \cdot n_i)`.
+    r"""Mean cosine distance between predicted and true normals.
 
-    Same kept pixels and normalisation as :class:`AngularLoss`; smooth everywhere, but
-    its gradient vanishes as the error goes to 0. With no kept pixel the loss is 0.
+    Same kept pixels and normalisation as :class:`AngularLoss`:
+
+    .. math::
+        \mathcal{L} = \frac{1}{n}\sum_i \bigl(1 - \hat{n}_i \cdot n_i\bigr)
+                    = \frac{1}{n}\sum_i (1 - \cos\theta_i) \in [0, 2].
+
+    Up to the constant 1, this is the dot-product loss of Eigen & Fergus (ICCV 2015).
+    Smooth everywhere, but its gradient vanishes as the error goes to 0
+    (:math:`1 - \cos\theta \approx \theta^2 / 2`). With no kept pixel the loss is 0.
     """
 
     def forward(self, prediction: Tensor, target: Tensor, valid: Tensor) -> pixcore.LossOutput:
@@ -63,3 +103,31 @@ class CosineLoss(pixcore.Loss):
         distance = 1.0 - (p * t).sum(dim=1)
         total = distance.sum() / max(distance.numel(), 1)
         return pixcore.LossOutput(total, {"cosine": total.detach()})
+
+
+class NormalsL1Loss(pixcore.Loss):
+    r"""Mean L1 distance between the L2-normalised predicted and true normals.
+
+    Same kept pixels and normalisation as :class:`AngularLoss`; the three components'
+    absolute differences are summed per pixel and averaged over pixels:
+
+    .. math::
+        \mathcal{L} = \frac{1}{n}\sum_i \lVert \hat{n}_i - n_i \rVert_1
+                    = \frac{1}{n}\sum_i \sum_{k \in \{x, y, z\}} |\hat{n}_{ik} - n_{ik}|
+                    \in [0, 2\sqrt{3}].
+
+    This is the "L1" loss of Bae et al. (ICCV 2021, *Estimating and exploiting the
+    aleatoric uncertainty in surface normal estimation*), where it is compared with the
+    angular loss. Its gradient does not vanish near the optimum (like the angular loss,
+    unlike the cosine loss), but it is not rotation invariant: for a given angle, with
+    :math:`\lVert \hat{n}_i - n_i \rVert_2 = 2\sin(\theta_i / 2)`, the L1 distance is
+    up to :math:`\sqrt{3}` times larger when the difference points along a diagonal
+    :math:`(\pm 1, \pm 1, \pm 1)` than along an axis. The gradient is finite everywhere
+    (the subgradient of :math:`|x|` at 0 is 0). With no kept pixel the loss is 0.
+    """
+
+    def forward(self, prediction: Tensor, target: Tensor, valid: Tensor) -> pixcore.LossOutput:
+        p, t = select(prediction, target, valid, "normals_l1")
+        distance = (p - t).abs().sum(dim=1)
+        total = distance.sum() / max(distance.numel(), 1)
+        return pixcore.LossOutput(total, {"normals_l1": total.detach()})

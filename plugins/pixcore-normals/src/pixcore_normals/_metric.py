@@ -7,12 +7,13 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 import pixcore
 from pixcore_normals._common import select
 
-__all__ = ["AngularError", "BIN_WIDTH_DEG", "THRESHOLDS_DEG"]
+__all__ = ["AngularError", "AngularErrorParams", "BIN_WIDTH_DEG", "THRESHOLDS_DEG"]
 
 #: Width of the histogram bins the median is read from, degrees.
 BIN_WIDTH_DEG = 0.01
@@ -20,6 +21,12 @@ _BINS = round(180.0 / BIN_WIDTH_DEG)
 #: Thresholds of the "within" percentages, degrees (Fouhey et al. 2013).
 THRESHOLDS_DEG = (11.25, 22.5, 30.0)
 _KEYS = ("pct_11.25", "pct_22.5", "pct_30")
+
+
+class AngularErrorParams(BaseModel):
+    """Parameters of the ``angular_error`` metric: none (unknown keys are refused)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def _order_statistic(cumulative: Tensor, rank: int) -> float:
@@ -31,21 +38,46 @@ def _order_statistic(cumulative: Tensor, rank: int) -> float:
 class AngularError(pixcore.Metric):
     r"""Angle between predicted and true normals, in degrees, over the whole evaluation.
 
-    For kept pixels (valid, with a finite non-zero true normal; both vectors normalised)
-    :math:`\theta_i = \arccos(\operatorname{clamp}(\hat{n}_i \cdot n_i, -1, 1))` in
-    degrees, pooled over every kept pixel of the evaluation:
+    A pixel is kept where ``valid`` is True and the true normal is finite and longer
+    than ``1e-6`` (data sets store zero vectors for "no normal"); both vectors are
+    L2-normalised in float64 and
 
-    * ``mean`` :math:`= \frac{1}{n}\sum\theta_i`,
-      ``rmse`` :math:`= \sqrt{\frac{1}{n}\sum\theta_i^2}`;
-    * ``median``: read from a histogram of :math:`\theta` with 18000 bins of 0.01° (a sum,
-      so it streams and reduces across processes): the centre of the bin holding the
-      middle angle (the mean of the two middle ones for even :math:`n`), within 0.005° of
-      the exact median;
-    * ``pct_11.25``, ``pct_22.5``, ``pct_30``: the percentage (0 to 100) of pixels with
-      :math:`\theta` *below* 11.25°, 22.5° and 30° (Fouhey et al., ICCV 2013).
+    .. math::
+        \theta_i = \frac{180}{\pi}\arccos\bigl(\operatorname{clamp}(\hat{n}_i \cdot n_i,
+        -1, 1)\bigr)
+
+    is pooled over every kept pixel of every image of the evaluation (not averaged per
+    image), with :math:`n` kept pixels in all:
+
+    * ``mean`` :math:`= \frac{1}{n}\sum_i\theta_i`,
+      ``rmse`` :math:`= \sqrt{\frac{1}{n}\sum_i\theta_i^2}` (exact sums);
+    * ``median``: read from a histogram of :math:`\theta` with 18000 bins of
+      0.01° over [0°, 180°] (a sum, so it streams and reduces across processes): the
+      centre of the bin holding the middle angle (for even :math:`n`, the mean of the
+      centres of the bins holding the two middle angles). **Precision bound**: every
+      angle is within half a bin of its bin's centre, so the reported median is within
+      0.005° of the exact median of the pooled angles;
+    * ``pct_11.25``, ``pct_22.5``, ``pct_30``: the percentage (0 to 100) of kept pixels
+      with :math:`\theta` strictly below 11.25°, 22.5° and 30° (exact counts).
+
+    These are the statistics of Fouhey et al. (ICCV 2013), reported on NYU Depth v2 by
+    Eigen & Fergus (ICCV 2015), Bae et al. (ICCV 2021) and others. A prediction of zero
+    length at a kept pixel counts as 90°. With no kept pixel every result is NaN.
+
+    ``protocol`` names this: pixel-pooled statistics, median from the 0.01° histogram.
+    ``higher_is_better``: errors (``mean``, ``median``, ``rmse``) are better lower, the
+    within-threshold percentages higher.
     """
 
     protocol: ClassVar[str] = "pixel-pooled/median-histogram-0.01deg"
+    higher_is_better: ClassVar[Mapping[str, bool]] = {
+        "mean": False,
+        "median": False,
+        "rmse": False,
+        "pct_11.25": True,
+        "pct_22.5": True,
+        "pct_30": True,
+    }
 
     def __init__(self) -> None:
         super().__init__()

@@ -5,8 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pixcore
-from pixcore_normals._losses import AngularLoss, CosineLoss
-from pixcore_normals._metric import AngularError
+from pixcore_normals._losses import (
+    AngularLoss,
+    AngularParams,
+    CosineLoss,
+    CosineParams,
+    NormalsL1Loss,
+    NormalsL1Params,
+)
+from pixcore_normals._metric import AngularError, AngularErrorParams
 from pixcore_normals._task import NormalsParams, NormalsTask
 
 
@@ -21,14 +28,22 @@ def pixcore_tasks() -> Iterator[pixcore.Component]:
 @pixcore.hookimpl
 def pixcore_losses() -> Iterator[pixcore.Component]:
     yield pixcore.Component(
-        "angular", AngularLoss, description="Mean angle between normals (radians)"
+        "angular", AngularLoss, params=AngularParams,
+        description="Mean angle between normals, radians (Do et al. 2020, Bae et al. 2021)",
     )
-    yield pixcore.Component("cosine", CosineLoss, description="Mean 1 - cos between normals")
+    yield pixcore.Component(
+        "cosine", CosineLoss, params=CosineParams,
+        description="Mean 1 - cos between normals (Eigen & Fergus 2015)",
+    )
+    yield pixcore.Component(
+        "normals_l1", NormalsL1Loss, params=NormalsL1Params,
+        description="Mean L1 distance between unit normals (Bae et al. 2021)",
+    )
 
 
 @pixcore.hookimpl
 def pixcore_metrics() -> Iterator[pixcore.Component]:
     yield pixcore.Component(
-        "angular_error", AngularError,
+        "angular_error", AngularError, params=AngularErrorParams,
         description="Mean, median, RMSE of the angular error; % within 11.25/22.5/30 deg",
     )

@@ -12,6 +12,7 @@ from torch import Tensor
 
 import pixcore
 from pixcore.targets import UnitVectorField
+from pixcore.viz import normals_to_rgb
 from pixcore_normals._common import usable
 
 __all__ = ["NORMAL_PRIOR", "NormalsParams", "NormalsTask"]
@@ -66,21 +67,15 @@ class NormalsTask(pixcore.Task):
         return F.normalize(raw.float() + prior, dim=1, eps=1e-6)
 
     def visualize(self, value: Tensor, valid: Tensor | None = None) -> np.ndarray:
-        """Normals ``[3, H, W]`` -> RGB ``(n + 1) / 2``; invalid pixels black."""
-        normals = value.detach().float().cpu()
-        if normals.ndim != 3 or normals.shape[0] != 3:
+        """Normals ``[3, H, W]`` -> RGB ``(n + 1) / 2`` (:func:`pixcore.viz.normals_to_rgb`).
+
+        Pixels where ``valid`` is False, or whose normal is zero or not finite, are black.
+        """
+        if value.ndim != 3 or value.shape[0] != 3:
             raise ValueError(
                 f"a normal map to visualise has shape [3, H, W], got {tuple(value.shape)}"
             )
-        if valid is None:
-            mask = torch.ones(normals.shape[1:], dtype=torch.bool)
-        else:
-            mask = valid.detach().cpu().bool()
-        keep = usable(normals[None], mask[None])[0]
-        unit = F.normalize(torch.where(keep, normals, torch.zeros_like(normals)), dim=0, eps=1e-12)
-        rgb = ((unit + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        rgb = torch.where(keep, rgb, torch.zeros_like(rgb))
-        return rgb.permute(1, 2, 0).numpy().copy()
+        return normals_to_rgb(value, valid)
 
     def baseline(self, targets: Iterator[tuple[Tensor, Tensor]]) -> Tensor:
         """The normalised mean of the valid true normals, ``[3]``.
