@@ -21,6 +21,7 @@ __all__ = [
     "ComponentConfig",
     "DataConfig",
     "ModelConfig",
+    "PretrainedConfig",
     "RunConfig",
     "TaskConfig",
     "TrainerConfig",
@@ -62,16 +63,61 @@ class TaskConfig(_Strict):
     weight: float = Field(default=1.0, ge=0.0, description="Weight of this task's loss.")
 
 
+class PretrainedConfig(_Strict):
+    """Weights loaded from a local file into the model or its backbone (see docs/training.md)."""
+
+    path: str = Field(
+        description="A .safetensors file (a pixcore checkpoint too) or a torch checkpoint, which "
+        "is read with torch.load(weights_only=True): a file that needs unpickling is refused."
+    )
+    part: Literal["model", "backbone"] = Field(
+        default="model", description="Load into the whole model or only into model.backbone."
+    )
+    strict: bool = Field(
+        default=False,
+        description="Raise if any key is missing, unexpected or of another shape; otherwise those "
+        "are skipped and listed in the printed report.",
+    )
+    prefix: str | None = Field(
+        default=None,
+        description="Keep only the file's keys that start with this prefix and strip it, e.g. "
+        "'backbone.' or 'encoder.'. Default: none ('backbone.' for a pixcore checkpoint loaded "
+        "into the backbone). A 'module.' prefix on every key (DDP) is always stripped.",
+    )
+    remap: dict[str, str] = Field(
+        default_factory=dict,
+        description="Key prefixes to rename after `prefix`, {old: new}, longest match first; "
+        "e.g. {'': 'model.'} prefixes every key.",
+    )
+
+
 class ModelConfig(_Strict):
     """A backbone shared by several task heads."""
 
     backbone: ComponentConfig
     tasks: dict[str, TaskConfig] = Field(min_length=1)
+    weighting: ComponentConfig = Field(
+        default_factory=lambda: ComponentConfig(name="fixed"),
+        description="How task losses combine: 'fixed' (each task's `weight`), 'uncertainty', "
+        "'dwa', or a plugin's weighting.",
+    )
     normalize: bool = Field(
         default=True, description="Convert uint8 images to float and normalise with mean/std."
     )
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    pretrained: PretrainedConfig | None = Field(
+        default=None,
+        description="Weights loaded from a local file after the model is built (by "
+        "pixcore.train.train); a string is short for {path: ...}.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pretrained_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("pretrained"), str):
+            value = {**value, "pretrained": {"path": value["pretrained"]}}
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -95,30 +141,125 @@ class DataConfig(_Strict):
     augmentations: list[ComponentConfig] = Field(
         default_factory=list, description="Applied in order to training samples."
     )
-    batch_size: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=16, ge=1, description="Training samples per step and process.")
+    val_batch_size: int | None = Field(
+        default=None, ge=1,
+        description="Evaluation batch size (None: batch_size). Use 1 for data sets whose images "
+        "differ in size (VOC, ADE20K, KITTI), which cannot be stacked into one batch.",
+    )
     num_workers: int = Field(default=0, ge=0)
+
+
+#: What each ``trainer.recipe`` sets; a setting given explicitly in the config wins.
+RECIPES: dict[str, dict[str, Any]] = {
+    "linear_probe": {"freeze_backbone": True},
+    "finetune": {"backbone_lr_mult": 0.1},
+    "scratch": {},
+}
 
 
 class TrainerConfig(_Strict):
     """The trainer's settings (see docs/training.md)."""
 
+    recipe: Literal["linear_probe", "finetune", "scratch"] | None = Field(
+        default=None,
+        description="A classic training recipe as one setting: 'linear_probe' (frozen pretrained "
+        "backbone: freeze_backbone=true), 'finetune' (all weights from pretrained ones: "
+        "backbone_lr_mult=0.1), 'scratch' (default initialisation). linear_probe and finetune "
+        "need model.pretrained (or a backbone's own pretrained file); settings given explicitly "
+        "override the recipe's.",
+    )
     steps: int = Field(default=1000, ge=1, description="Optimiser steps.")
-    lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=1e-4, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = Field(default=0, ge=0)
-    schedule: Literal["constant", "cosine"] = "cosine"
-    grad_clip: float | None = Field(default=None, gt=0)
+    lr: float = Field(default=1e-3, gt=0, description="Peak learning rate (after warm-up).")
+    weight_decay: float = Field(
+        default=1e-4, ge=0,
+        description="Weight decay of weights with two or more dimensions; never of biases, "
+        "normalisation scales or multi-task weighting parameters.",
+    )
+    optimizer: Literal["adamw", "sgd"] = Field(
+        default="adamw",
+        description="'adamw' (decoupled weight decay) or 'sgd' (with momentum; its weight decay "
+        "is the L2 term of torch.optim.SGD, as in the DeepLab and mmseg recipes).",
+    )
+    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW's betas.")
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum.")
+    nesterov: bool = Field(default=False, description="SGD with Nesterov momentum (needs momentum > 0).")
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up from lr/warmup_steps to lr.")
+    schedule: Literal["constant", "cosine", "poly"] = Field(
+        default="cosine",
+        description="After warm-up: 'constant', 'cosine' (to zero at `steps`) or 'poly' "
+        "(lr * (1 - progress) ** poly_power, as in DeepLab and mmseg).",
+    )
+    poly_power: float = Field(default=0.9, gt=0, description="Exponent of the 'poly' schedule.")
+    backbone_lr_mult: float = Field(
+        default=1.0, gt=0,
+        description="The backbone's learning rate is lr times this (fine-tuning: 0.1). To not "
+        "train the backbone at all, use freeze_backbone.",
+    )
+    freeze_backbone: bool = Field(
+        default=False,
+        description="Train without the backbone: its parameters get no gradient and it stays in "
+        "eval mode, so BatchNorm statistics do not move (linear probing).",
+    )
+    layer_decay: float | None = Field(
+        default=None, gt=0, le=1,
+        description="Layer-wise learning-rate decay: the backbone's deepest layer group trains at "
+        "layer_decay times the heads' rate, the one before at layer_decay**2, and so on. "
+        "Groups: timm's group_matcher for timm backbones, else the backbone's feature levels.",
+    )
+    grad_clip: float | None = Field(
+        default=None, gt=0, description="Clip the global gradient norm to this (None: no clipping)."
+    )
+    accumulate_grad_batches: int = Field(
+        default=1, ge=1,
+        description="Micro-batches per optimiser step: gradients of this many batches are summed "
+        "(each loss divided by it), so a step sees batch_size times this many samples.",
+    )
+    ema_decay: float | None = Field(
+        default=None, ge=0, lt=1,
+        description="Keep an exponential moving average of the weights with this decay per step "
+        "(e.g. 0.999); None: no EMA. Stored in the checkpoint under 'ema.'.",
+    )
+    ema_eval: bool = Field(
+        default=True, description="Evaluate with the EMA weights (when ema_decay is set)."
+    )
+    precision: Literal["32", "bf16", "fp16"] = Field(
+        default="32",
+        description="'32': float32; 'bf16' or 'fp16': mixed precision with torch.autocast (the "
+        "parameters and the loss stay float32; fp16 adds a gradient scaler).",
+    )
+    channels_last: bool = Field(
+        default=False,
+        description="Model and input images in channels-last memory format (faster convolutions "
+        "with mixed precision on recent GPUs).",
+    )
+    compile: bool = Field(
+        default=False,
+        description="torch.compile the training forward pass (the uncompiled model is saved and "
+        "evaluated). Needs a working compiler toolchain for the 'inductor' backend.",
+    )
+    compile_backend: str = Field(
+        default="inductor",
+        description="torch.compile backend; 'aot_eager' or 'eager' help to find what fails.",
+    )
+    cudnn_benchmark: bool | None = Field(
+        default=None,
+        description="Let cuDNN pick the fastest convolution algorithms for the input sizes "
+        "(torch.backends.cudnn.benchmark). None: on for CUDA. Turn it off for varying input sizes.",
+    )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
-    seed: int = 0
+    seed: int = Field(
+        default=0,
+        description="Drives the initialisation, the data order, augmentation and data-loader workers.",
+    )
     eval_every: int | None = Field(default=None, ge=1, description="Steps; None: only at the end.")
-    log_every: int = Field(default=10, ge=1)
+    log_every: int = Field(default=10, ge=1, description="Steps between log rows (and at the last step).")
     checkpoint_every: int | None = Field(
         default=None, ge=1,
         description="Write the checkpoint every this many steps (None: only at the end). "
         "A run resumes from the last one exactly.",
     )
-    progress: bool = True
+    progress: bool = Field(default=True, description="Show a progress bar (rank 0).")
     on_non_finite: Literal["stop", "skip"] = Field(
         default="stop",
         description="A NaN/inf loss: 'stop' raises, naming the step and task, and writes no "
@@ -145,6 +286,27 @@ class TrainerConfig(_Strict):
     early_stopping_patience: int = Field(
         default=3, ge=1, description="Evaluations without improvement before early stopping."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_recipe(cls, value: Any) -> Any:
+        # The recipe's settings first, so that settings written in the config override them.
+        if isinstance(value, dict):
+            if isinstance(value.get("precision"), int):  # `precision: 32` in YAML
+                value = {**value, "precision": str(value["precision"])}
+            recipe = value.get("recipe")
+            if isinstance(recipe, str) and recipe in RECIPES:
+                value = {**RECIPES[recipe], **value}
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> TrainerConfig:
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError(
+                "nesterov needs optimizer 'sgd' with momentum > 0 "
+                f"(got optimizer={self.optimizer!r}, momentum={self.momentum})"
+            )
+        return self
 
 
 class RunConfig(_Strict):

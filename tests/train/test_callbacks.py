@@ -156,3 +156,20 @@ def test_training_md_python_blocks_compile() -> None:
     assert blocks
     for i, code in enumerate(blocks):
         compile(code, f"docs/training.md (python block {i + 1})", "exec")
+
+
+def test_training_md_settings_are_valid_trainer_configs() -> None:
+    import yaml
+
+    from pixcore import ModelConfig, TrainerConfig
+
+    guide = (ROOT / "docs" / "training.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"^```yaml\n(.*?)^```$", guide, flags=re.M | re.S)]
+    trainers = [b["trainer"] for b in blocks if isinstance(b, dict) and "trainer" in b]
+    assert len(trainers) >= 2, "the settings list and the recipe example"
+    for settings in trainers:
+        TrainerConfig.model_validate(settings)  # unknown or misspelt keys are rejected
+    models = [b["model"] for b in blocks if isinstance(b, dict) and "backbone" in (b.get("model") or {})]
+    assert models
+    for model in models:
+        ModelConfig.model_validate(model)

@@ -1,6 +1,7 @@
 """Training, evaluation, checkpoints, callbacks and distributed (torchrun) training.
 
-See ``docs/training.md`` for the loop, its events, resuming and multi-GPU runs.
+See ``docs/training.md`` for the loop, its events, mixed precision, optimisers and
+schedules, fine-tuning recipes, pretrained weights, EMA, resuming and multi-GPU runs.
 """
 
 from pixcore.train._callbacks import Callback as Callback
@@ -21,12 +22,16 @@ from pixcore.train._data import ShardSampler as ShardSampler
 from pixcore.train._distributed import DistributedInfo as DistributedInfo
 from pixcore.train._distributed import init_distributed as init_distributed
 from pixcore.train._distributed import select_device as select_device
+from pixcore.train._ema import ModelEMA as ModelEMA
+from pixcore.train._optim import build_optimizer as build_optimizer
+from pixcore.train._optim import build_scheduler as build_scheduler
+from pixcore.train._optim import parameter_groups as parameter_groups
+from pixcore.train._pretrained import PretrainedReport as PretrainedReport
+from pixcore.train._pretrained import load_pretrained as load_pretrained
 from pixcore.train._signals import EXIT_INTERRUPTED as EXIT_INTERRUPTED
 from pixcore.train._trainer import NonFiniteLossError as NonFiniteLossError
 from pixcore.train._trainer import Trainer as Trainer
 from pixcore.train._trainer import TrainResult as TrainResult
-from pixcore.train._trainer import build_optimizer as build_optimizer
-from pixcore.train._trainer import build_scheduler as build_scheduler
 from pixcore.train._trainer import evaluate as evaluate
 from pixcore.train._trainer import evaluate_baselines as evaluate_baselines
 from pixcore.train._trainer import make_loaders as make_loaders
@@ -43,7 +48,9 @@ __all__ = [
     "EarlyStopping",
     "JSONLLogger",
     "LoadReport",
+    "ModelEMA",
     "NonFiniteLossError",
+    "PretrainedReport",
     "RngState",
     "ShardSampler",
     "TensorBoardLogger",
@@ -55,7 +62,9 @@ __all__ = [
     "evaluate_baselines",
     "init_distributed",
     "load_checkpoint",
+    "load_pretrained",
     "make_loaders",
+    "parameter_groups",
     "read_metadata",
     "read_rng_state",
     "save_checkpoint",

@@ -4,25 +4,33 @@ The loop, with every event marked where it fires (``>>``) and the built-in callb
 that listens to it::
 
     fit(resume=None):
-        resume: restore weights, optimiser, schedule, step, epoch, position in
-                the epoch, skipped-step count and callback states
+        resume: restore weights, optimiser, schedule, gradient scaler, EMA weights,
+                step, epoch, position in the epoch, skipped-step count and callback
+                states
         >> on_fit_start(trainer)            CSVLogger/JSONLLogger open (resume: cut
                                             rows after the resumed step), TensorBoard
         resume: restore the random generators (last: nothing may draw before step 1)
         while step < steps:
             >> on_step_start(trainer)
-            batch <- next batch: order fixed by (seed, epoch); a resumed epoch leaves
-                     out the batches it already trained on
-            loss  <- weighted sum of the task losses
-            one sync: is the loss finite? (DDP: the ranks also agree on stop signals)
-            loss not finite?  "stop": raise NonFiniteLossError, no checkpoint
-                              "skip": undo the forward's buffer updates, count it
-            else: backward (DDP: gradients averaged over ranks), clip, optimiser step
+            freeze_backbone: the backbone back in eval mode (BatchNorm statistics fixed)
+            for each of accumulate_grad_batches micro-batches:
+                batch <- next batch: order fixed by (seed, epoch); a resumed epoch
+                         leaves out the batches it already trained on
+                loss  <- the task losses combined by model.weighting (forward under
+                         autocast for bf16/fp16; the losses see float32 predictions)
+                one sync: is the loss finite? (DDP: the ranks also agree on stop signals)
+                loss not finite?  "stop": raise NonFiniteLossError, no checkpoint
+                                  "skip": drop the step (its other batches are used up)
+                backward of loss / accumulate_grad_batches (fp16: scaled; DDP: gradients
+                averaged over ranks in the last micro-batch only, no_sync before it)
+            dropped?  undo the forward's buffer updates, count it as skipped
+            else: unscale (fp16), clip, optimiser step, EMA update
             schedule step; step += 1
             every log_every steps and at the last step:
                 >> on_log(trainer, row)       CSVLogger, JSONLLogger, TensorBoardLogger
             every eval_every steps and at the last step:
-                metrics <- evaluate (DDP: summed over ranks)
+                metrics <- evaluate, with the EMA weights if ema_eval (DDP: summed
+                           over ranks)
                 >> on_evaluate_end(trainer, metrics)   JSONLLogger, TensorBoardLogger,
                                                        EarlyStopping (may request a stop)
             >> on_step_end(trainer, loss)     Checkpointing, every checkpoint_every steps

@@ -4,12 +4,15 @@ Layout of ``*.safetensors``:
 
 * ``model.<name>``: the model's state dict (the weights a user wants);
 * ``optim.<param id>.<key>``: optimiser state tensors (AdamW moments, step counts);
+* ``ema.<name>``: the moving average of the weights, when the run keeps one (the
+  ``state_dict`` of ``torch.optim.swa_utils.AveragedModel``: ``ema.n_averaged`` and
+  ``ema.module.<name of the model's weight>``);
 * ``rng.torch`` (and ``rng.cuda.<i>``): random generator states of the writing process
   (rank 0); ``rng.rank<r>.torch`` (and ``rng.rank<r>.cuda.<i>``) those of rank ``r`` of a
   distributed run;
 * header metadata ``pixcore``: JSON with the run config, step, optimiser param groups,
-  scheduler state and the Python/numpy RNG states (``rng``, with ``rng.ranks`` for
-  ranks 1 and up).
+  scheduler state, the fp16 gradient scaler's state (``grad_scaler``) and the
+  Python/numpy RNG states (``rng``, with ``rng.ranks`` for ranks 1 and up).
 
 Nothing is pickled, so loading a checkpoint from an untrusted source cannot run code.
 Writes go to a temporary file in the same folder (``.<name>.tmp-<host>-<pid>``), are
@@ -157,17 +160,21 @@ def save_checkpoint(
     scheduler: Any | None = None,
     metadata: dict[str, Any] | None = None,
     rng: bool | Sequence[RngState] = True,
+    ema: nn.Module | None = None,
 ) -> Path:
     """Write ``model`` (and optionally optimiser, scheduler, RNG states) to ``path``.
 
     ``rng``: True stores this process's generator states; a sequence stores one state per
-    rank of a distributed run (index = rank); False stores none.
+    rank of a distributed run (index = rank); False stores none. ``ema``: a module whose
+    state dict (the weights' moving average) is stored under ``ema.``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {
         f"model.{k}": v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
     }
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().to("cpu").contiguous() for k, v in ema.state_dict().items()})
     meta: dict[str, Any] = {"format": FORMAT_VERSION, **(metadata or {})}
     if optimizer is not None:
         state = optimizer.state_dict()
@@ -236,23 +243,43 @@ def load_checkpoint(
     restore_rng: bool = False,
     rank: int = 0,
     map_location: str | torch.device = "cpu",
+    ema: nn.Module | None = None,
+    use_ema: bool = False,
 ) -> LoadReport:
     """Load a checkpoint written by :func:`save_checkpoint` into the given objects.
 
     With ``strict`` a key mismatch raises :class:`CheckpointError` listing the keys;
     without it the mismatch is returned in the :class:`LoadReport`. ``restore_rng``
-    restores the random generator states stored for ``rank``.
+    restores the random generator states stored for ``rank``. ``ema`` receives the stored
+    moving average (the module given to :func:`save_checkpoint`); ``use_ema`` loads the
+    moving average of the weights into ``model`` instead of the trained weights (for
+    evaluation and inference of a run with ``trainer.ema_decay``).
     """
     path = Path(path)
     meta = read_metadata(path)
     report = LoadReport(metadata=meta)
-    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optim": {}, "rng": {}}
+    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optim": {}, "rng": {}, "ema": {}}
     with safe_open(str(path), framework="pt", device=str(map_location)) as handle:
         for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
             prefix, _, rest = key.partition(".")
             groups.setdefault(prefix, {})[rest] = handle.get_tensor(key)
+    if (ema is not None or use_ema) and not groups["ema"]:
+        raise CheckpointError(
+            f"checkpoint {path} holds no moving average of the weights (it was written by a run "
+            "without trainer.ema_decay); load its trained weights instead (use_ema=False)"
+        )
+    if ema is not None:
+        result = ema.load_state_dict(groups["ema"], strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise CheckpointError(
+                f"the moving average in {path} does not fit the model: missing keys "
+                f"{list(result.missing_keys)[:10]}, unexpected keys {list(result.unexpected_keys)[:10]}"
+            )
     if model is not None:
-        result = model.load_state_dict(groups["model"], strict=False)
+        weights = groups["model"]
+        if use_ema:
+            weights = {k[len("module."):]: v for k, v in groups["ema"].items() if k.startswith("module.")}
+        result = model.load_state_dict(weights, strict=False)
         report.missing_keys, report.unexpected_keys = list(result.missing_keys), list(result.unexpected_keys)
         if strict and (report.missing_keys or report.unexpected_keys):
             raise CheckpointError(

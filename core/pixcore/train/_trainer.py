@@ -3,9 +3,12 @@
     model, data, optimiser <- config        (torchrun: join the process group, wrap in DDP)
     resume: restore everything the next step depends on, RNG states included
     for step in range(step, steps):
-        batch  <- next batch of the epoch   (order fixed by (seed, epoch))
-        loss   <- weighted sum of the task losses     (not finite: stop, or skip the step)
-        backward, clip, optimiser step, schedule step
+        for each of accumulate_grad_batches micro-batches:
+            batch  <- next batch of the epoch   (order fixed by (seed, epoch))
+            loss   <- weighted sum of the task losses, forward under autocast (bf16/fp16)
+                      (not finite: stop, or skip the step)
+            backward (of loss / accumulate_grad_batches; DDP syncs on the last one only)
+        unscale (fp16), clip, optimiser step, EMA update, schedule step
         every log_every steps:        one log row (CSV, JSONL), progress bar
         every eval_every steps / end: evaluate the tasks' metrics on held-out data
         every checkpoint_every / end: write the checkpoint atomically
@@ -17,10 +20,11 @@ Every hook point is an event of :mod:`pixcore.train._callbacks`, whose docstring
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +73,17 @@ from pixcore.train._distributed import (
     init_distributed,
     select_device,
 )
+from pixcore.train._ema import ModelEMA
+from pixcore.train._optim import build_optimizer, build_scheduler
+from pixcore.train._precision import (
+    CompiledForward,
+    autocast,
+    check_precision,
+    configure_cudnn,
+    grad_scaler,
+    to_channels_last,
+)
+from pixcore.train._pretrained import PretrainedReport, apply_pretrained, check_recipe
 from pixcore.train._signals import StopSignals
 
 __all__ = [
@@ -90,36 +105,6 @@ class NonFiniteLossError(PixcoreError):
     """The loss became NaN or infinite; the message names the step and the task."""
 
 
-def build_optimizer(model: nn.Module, config: TrainerConfig) -> torch.optim.AdamW:
-    """AdamW with decoupled weight decay, none on norm weights and biases.
-
-    Every parameter with fewer than two dimensions is a bias or a normalisation scale:
-    decaying those towards zero only fights the normalisation (as in nanoGPT).
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainerConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then constant or cosine decay to zero at ``config.steps``."""
-
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        if config.schedule == "constant":
-            return 1.0
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def _to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, Tensor]:
     # non_blocking overlaps the copy with compute when the loader pins memory (CUDA).
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
@@ -128,12 +113,14 @@ def _to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, T
 @torch.no_grad()
 def evaluate(
     model: MultiTaskModel, loader: DataLoader[Sample], device: torch.device,
-    manager: PluginManager | None = None,
+    manager: PluginManager | None = None, *, precision: str = "32", channels_last: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Run the tasks' metrics over ``loader``: ``{task: {metric key: value, "protocol": ...}}``.
 
     Under DDP each rank passes its shard of the data; the metrics sum their state over all
-    ranks, so every rank returns the results for the whole data set.
+    ranks, so every rank returns the results for the whole data set. ``precision``
+    (``"32"``, ``"bf16"``, ``"fp16"``) runs the forward pass under autocast; the metrics
+    always see float32 predictions. ``channels_last`` passes images in NHWC memory order.
     """
     was_training = model.training
     model.eval()
@@ -143,11 +130,13 @@ def evaluate(
             metric.reset()
     for batch in loader:
         batch = _to_device(batch, device)
-        predictions = model(batch["image"])
+        image = to_channels_last(batch["image"]) if channels_last else batch["image"]
+        with autocast(precision, device):
+            predictions = model(image)
         for name, binding in model.bindings.items():
             target, valid = binding.task.target_and_valid(batch)
             for metric in metrics[name].values():
-                metric.update(predictions[name], target, valid)
+                metric.update(predictions[name].float(), target, valid)
     model.train(was_training)
     return _collect(metrics)
 
@@ -230,6 +219,11 @@ class Trainer:
     Under torchrun (``RANK``/``WORLD_SIZE`` set) the trainer joins the process group and
     trains with DistributedDataParallel; ``train_loader`` must then give each rank its own
     share (a ``DistributedSampler``; :func:`make_loaders` builds one).
+
+    Besides the model, optimiser and scheduler, a trainer holds ``scaler`` (the fp16
+    gradient scaler, else None) and ``ema`` (a :class:`~pixcore.train.ModelEMA` when
+    ``config.ema_decay`` is set, else None); ``model`` is always the plain module (not
+    wrapped in DDP nor compiled), the one that is saved.
     """
 
     def __init__(
@@ -246,6 +240,8 @@ class Trainer:
     ) -> None:
         self.config = config
         self.distributed, self.device = init_distributed(config.device)
+        check_precision(config.precision, self.device)
+        configure_cudnn(config.cudnn_benchmark, self.device)
         self.model = self._prepare_model(model)
         self.train_loader = train_loader
         self.val_loader = self._shard_for_evaluation(val_loader)
@@ -254,14 +250,22 @@ class Trainer:
         self.manager = manager
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config)
-        # The forward pass goes through DDP (which averages gradients in backward); saving,
-        # evaluation and compute_loss use the plain model.
+        self.scaler = grad_scaler(config.precision, self.device)  # fp16 only
+        self.ema = ModelEMA(self.model, config.ema_decay) if config.ema_decay is not None else None
+        #: What train() loaded from model.pretrained (None: nothing).
+        self.pretrained_report: PretrainedReport | None = None
+        # The forward pass goes through DDP (which averages gradients in backward) and
+        # torch.compile; saving, evaluation and compute_loss use the plain model.
         self.train_model: nn.Module = self.model
+        self._ddp: Any = None
         if self.distributed.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
+            self.train_model = self._ddp = DistributedDataParallel(self.model, device_ids=device_ids)
+        self._forward: Any = self.train_model
+        if config.compile:
+            self._forward = CompiledForward(self.train_model, config.compile_backend)
         self._check_train_loader()
         # Position of the run: what a checkpoint stores besides weights and optimiser.
         self.step = 0
@@ -285,6 +289,8 @@ class Trainer:
 
     def _prepare_model(self, model: MultiTaskModel) -> MultiTaskModel:
         model = model.to(self.device)
+        if self.config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         if self.config.sync_batchnorm and self.distributed.enabled:
             if self.device.type != "cuda":
                 raise PixcoreError(
@@ -292,7 +298,22 @@ class Trainer:
                     f"{self.device.type}. Set trainer.sync_batchnorm=false for CPU runs."
                 )
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if self.config.freeze_backbone:
+            backbone = getattr(model, "backbone", None)
+            if not isinstance(backbone, nn.Module):
+                raise PixcoreError(
+                    f"trainer.freeze_backbone: {type(model).__name__} has no `backbone` module to freeze"
+                )
+            backbone.requires_grad_(False)
+            backbone.eval()
         return model
+
+    def _keep_backbone_frozen(self) -> None:
+        # model.train() (at the start, after each evaluation, or in a callback) also puts the
+        # backbone in training mode; a frozen one must stay in eval mode so that its
+        # BatchNorm statistics do not move.
+        if self.config.freeze_backbone and self.model.backbone.training:
+            self.model.backbone.eval()
 
     def _shard_for_evaluation(self, loader: DataLoader[Sample] | None) -> DataLoader[Sample] | None:
         # Each rank evaluates every world_size-th sample; metrics add up the shards.
@@ -357,30 +378,7 @@ class Trainer:
             try:
                 while self.step < config.steps and self.stop_reason is None:
                     self._emit("on_step_start")
-                    batch = _to_device(next(batches), self.device)
-                    # "skip" must be able to undo the forward's updates of BatchNorm statistics.
-                    buffers = [b.detach().clone() for b in self.model.buffers()] \
-                        if config.on_non_finite == "skip" else []
-                    predictions = self.train_model(batch["image"])
-                    loss, parts = self.model.compute_loss(predictions, batch)
-
-                    # One sync per step, cheap next to the step itself. Under DDP the ranks also
-                    # agree here on a stop signal, so that they all leave after the same step.
-                    non_finite, signalled = self._check_step(loss, signals)
-                    if non_finite and config.on_non_finite == "stop":
-                        raise NonFiniteLossError(self._non_finite_message(parts))
-                    if non_finite:  # "skip": no update; the step still counts (and its schedule)
-                        with torch.no_grad():
-                            for buffer, saved in zip(self.model.buffers(), buffers):
-                                buffer.copy_(saved)
-                        self.skipped_steps += 1
-                    else:
-                        self.optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        if config.grad_clip is not None:
-                            nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-                        self.optimizer.step()
-                    self.scheduler.step()
+                    loss, parts, signalled = self._step(batches, signals)
                     self.step += 1
 
                     if self.step % config.log_every == 0 or self.step == config.steps:
@@ -419,6 +417,84 @@ class Trainer:
                   f"({where}). Resume with `pixcore train CONFIG --resume` or Trainer.fit(resume=...).",
                   file=sys.stderr, flush=True)
         return result
+
+    def _step(
+        self, batches: Iterator[Sample], signals: StopSignals
+    ) -> tuple[Tensor, dict[str, Tensor], bool]:
+        """One optimiser step over ``accumulate_grad_batches`` batches.
+
+        Returns the loss and its parts (means over the micro-batches) and whether a stop
+        signal arrived (agreed by all ranks under DDP).
+        """
+        config = self.config
+        accumulate = config.accumulate_grad_batches
+        self._keep_backbone_frozen()
+        # "skip" must be able to undo the forward's updates of BatchNorm statistics.
+        buffers = [b.detach().clone() for b in self.model.buffers()] if config.on_non_finite == "skip" else []
+        self.optimizer.zero_grad(set_to_none=True)
+        losses: list[Tensor] = []
+        parts: list[dict[str, Tensor]] = []
+        skip = signalled = False
+        for micro in range(accumulate):
+            batch = next(batches)
+            if skip:
+                continue  # the step is dropped; its other batches are still used up, as planned
+            # Under DDP, gradients are averaged across ranks in the backward of the last
+            # micro-batch only; the others accumulate locally.
+            no_sync = self._ddp is not None and micro < accumulate - 1
+            with self._ddp.no_sync() if no_sync else contextlib.nullcontext():
+                loss, loss_parts = self._forward_loss(_to_device(batch, self.device))
+                # One sync per micro-batch, cheap next to the step itself. Under DDP the ranks
+                # also agree here on a stop signal, so that they all leave after the same step.
+                non_finite, stop = self._check_step(loss, signals)
+                signalled = signalled or stop
+                if non_finite and config.on_non_finite == "stop":
+                    raise NonFiniteLossError(self._non_finite_message(loss_parts))
+                skip = non_finite
+                if not skip:
+                    scaled = loss / accumulate if accumulate > 1 else loss
+                    (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
+            losses.append(loss.detach())
+            parts.append(loss_parts)
+
+        if skip:  # "skip": no update; the step still counts (and its schedule)
+            with torch.no_grad():
+                for buffer, saved in zip(self.model.buffers(), buffers):
+                    buffer.copy_(saved)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+        else:
+            if self.scaler is not None and config.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)  # leaves out a step whose gradients hold inf/NaN
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
+        if skip or self.scaler is not None:
+            # The schedule advances with every step, taken or not (skipped, or left out by the
+            # scaler); PyTorch warns about the latter, which is intended here.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+                self.scheduler.step()
+        else:
+            self.scheduler.step()
+        if accumulate == 1:
+            return losses[0], parts[0], signalled
+        return torch.stack(losses).mean(), _mean_parts(parts, losses[0].device), signalled
+
+    def _forward_loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        image = to_channels_last(batch["image"]) if self.config.channels_last else batch["image"]
+        with autocast(self.config.precision, self.device):
+            predictions = self._forward(image)
+        if self.config.precision != "32":
+            # Losses reduce over many pixels: they see float32 predictions.
+            predictions = {name: value.float() for name, value in predictions.items()}
+        return self.model.compute_loss(predictions, batch)
 
     def _batches(self) -> Iterator[Sample]:
         # An endless stream over epochs. The order of an epoch depends on (seed, epoch) only,
@@ -475,9 +551,17 @@ class Trainer:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             assert self.val_loader is not None
-            self.metrics = evaluate(self.model, self.val_loader, self.device, self.manager)
+            self.metrics = evaluate(self.evaluation_model, self.val_loader, self.device, self.manager,
+                                    precision=self.config.precision, channels_last=self.config.channels_last)
         self._last_eval_step = self.step
         self._emit("on_evaluate_end", self.metrics)
+
+    @property
+    def evaluation_model(self) -> MultiTaskModel:
+        """The model that evaluation scores: the EMA weights with ``ema_eval``, else the model."""
+        if self.ema is not None and self.config.ema_eval:
+            return self.ema.module  # type: ignore[return-value]
+        return self.model
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -507,8 +591,12 @@ class Trainer:
                 metadata["config"] = self.run_config.model_dump(mode="json")
             else:
                 metadata["model_config"] = self.model.config.model_dump(mode="json")
+            if self.scaler is not None:
+                metadata["grad_scaler"] = self.scaler.state_dict()
+            if self.ema is not None:
+                metadata["ema_decay"] = self.ema.decay
             save_checkpoint(path, self.model, self.optimizer, scheduler=self.scheduler, metadata=metadata,
-                            rng=states)
+                            rng=states, ema=self.ema.averaged if self.ema is not None else None)
         barrier(self.distributed, self.device)
         self._emit("on_checkpoint", path)
         return path
@@ -533,7 +621,17 @@ class Trainer:
                 f"{path} is at step {meta['step']}, beyond trainer.steps={self.config.steps}; "
                 "raise trainer.steps to continue training"
             )
-        load_checkpoint(path, self.model, self.optimizer, scheduler=self.scheduler)
+        has_ema = "ema_decay" in meta
+        load_checkpoint(path, self.model, self.optimizer, scheduler=self.scheduler,
+                        ema=self.ema.averaged if self.ema is not None and has_ema else None)
+        if self.ema is not None and not has_ema:
+            warnings.warn(
+                f"{path} holds no moving average of the weights (trainer.ema_decay was not set); the "
+                "average starts from the resumed weights", UserWarning, stacklevel=3,
+            )
+            self.ema = ModelEMA(self.model, self.ema.decay)
+        if self.scaler is not None and "grad_scaler" in meta:
+            self.scaler.load_state_dict(meta["grad_scaler"])
         self.step, self.epoch = int(meta["step"]), int(meta["epoch"])
         self.batch_in_epoch = int(meta["batch_in_epoch"])
         self.skipped_steps = int(meta.get("skipped_steps", 0))
@@ -558,6 +656,16 @@ class Trainer:
             "that task's targets for NaN/inf values, or set trainer.on_non_finite=skip to skip "
             "such steps."
         )
+
+
+def _mean_parts(parts: Sequence[Mapping[str, Any]], device: torch.device) -> dict[str, Tensor]:
+    """Each loss part's mean over the micro-batches of a step (parts present in all of them)."""
+    keys = [k for k in parts[0] if all(k in p for p in parts)]
+    return {
+        k: torch.stack([torch.as_tensor(p[k], dtype=torch.float32, device=device).detach().reshape(())
+                        for p in parts]).mean()
+        for k in keys
+    }
 
 
 class _NoProgress:
@@ -591,6 +699,7 @@ def make_loaders(
         for i, a in enumerate(data.augmentations)
     ]
     from pixcore.augment import Compose
+    from pixcore.data import collate  # samples may lack some labels (present/<key>)
 
     augmented = AugmentedDataset(train_set, Compose(augmentations) if augmentations else None, config.trainer.seed)
     pin = select_device(config.trainer.device).type == "cuda"
@@ -601,6 +710,7 @@ def make_loaders(
         batch_size=data.batch_size,
         sampler=training_sampler(augmented, config.trainer.seed, rank, world_size),
         drop_last=True,
+        collate_fn=collate,
         num_workers=workers,
         pin_memory=pin,
         generator=torch.Generator().manual_seed(config.trainer.seed),
@@ -610,8 +720,8 @@ def make_loaders(
     if data.val is not None:
         val_set = manager.registry("datasets").create(data.val.name, data.val.params, path="data.val.params")
         shard = ShardSampler(len(val_set), rank, world_size) if world_size > 1 else None
-        val_loader = DataLoader(val_set, batch_size=data.batch_size, sampler=shard, num_workers=workers,
-                                pin_memory=pin)
+        val_loader = DataLoader(val_set, batch_size=data.val_batch_size or data.batch_size, sampler=shard, num_workers=workers,
+                                pin_memory=pin, collate_fn=collate)
     return train_loader, val_loader
 
 
@@ -623,15 +733,23 @@ def train(
 
     Under torchrun it joins the process group first (and leaves it at the end).
     ``resume`` continues from a checkpoint of the same run (see :meth:`Trainer.fit`).
+    ``model.pretrained`` weights are loaded right after the model is built (not when
+    resuming) and the report printed to stderr (rank 0) and kept in
+    ``trainer.pretrained_report``; ``trainer.recipe`` is checked against them first.
     """
     owns_group = not (dist.is_available() and dist.is_initialized())
-    init_distributed(config.trainer.device)  # the loaders need this process's rank
+    info, _ = init_distributed(config.trainer.device)  # the loaders need this process's rank
     try:
+        check_recipe(config)
         torch.manual_seed(config.trainer.seed)  # model initialisation
         model = build_model_from_config(config.model, manager=manager)
+        report = None
+        if config.model.pretrained is not None and resume is None:  # a resumed run has its weights
+            report = apply_pretrained(model, config.model.pretrained, verbose=info.is_main)
         train_loader, val_loader = make_loaders(config, manager)
         trainer = Trainer(model, config.trainer, train_loader, val_loader, out_dir=out_dir,
                           run_config=config, manager=manager, callbacks=callbacks)
+        trainer.pretrained_report = report
         return trainer, trainer.fit(resume=resume)
     finally:
         if owns_group and dist.is_available() and dist.is_initialized():
