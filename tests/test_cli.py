@@ -1,9 +1,10 @@
-"""The command line, end to end with the real plugins: demo, train, plugins, list."""
+"""The command line, end to end with the real plugins: demo, train, eval, predict, plugins, list."""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,180 @@ def test_list_filters_by_family_and_pattern(capsys: pytest.CaptureFixture[str]) 
     assert out[0].startswith("backbones (")
     assert out[1:4] == ["  timm/resnet101", "  timm/resnet101_clip", "  timm/resnet101_clip_gap"]
     assert "more" in out[4]
+
+
+# -- eval and predict: a tiny model trained for two steps, then used from its checkpoint ---
+
+TINY_RUN = """
+model:
+  backbone: testing/tiny
+  tasks:
+    semseg: {task: segmentation, params: {num_classes: 7}, head: {name: fpn, params: {channels: 8}}}
+    depth: {head: {name: fpn, params: {channels: 8}}}
+    normals: {head: {name: fpn, params: {channels: 8}}}
+data:
+  train: {name: synthetic, params: {length: 8, height: 32, width: 32}}
+  val: {name: synthetic, params: {split: val, length: 4, height: 32, width: 40}}
+  batch_size: 2
+trainer: {steps: 2, progress: false, device: cpu}
+"""
+
+
+def _tiny_manager() -> pixcore.PluginManager:
+    from pixcore.testing import isolated_manager
+
+    return isolated_manager(
+        "pixcore_seg._plugin", "pixcore_depth._plugin", "pixcore_normals._plugin", tiny_backbone=True
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(config, checkpoint) of a three-task model with the tiny test backbone."""
+    from pixcore._plugins import reset_plugin_manager
+
+    folder = tmp_path_factory.mktemp("tiny_run")
+    config = folder / "run.yaml"
+    config.write_text(TINY_RUN)
+    old, threads = reset_plugin_manager(_tiny_manager()), torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: a second thread only waits on a busy machine
+    try:
+        with torch.random.fork_rng():
+            assert main(["train", str(config), "--out", str(folder / "run")]) == 0
+    finally:
+        reset_plugin_manager(old)
+        torch.set_num_threads(threads)
+    return config, folder / "run" / "checkpoint.safetensors"
+
+
+@pytest.fixture
+def tiny_plugins() -> Iterator[None]:
+    """The real task plugins plus the tiny test backbone as the process-wide plugins; one thread."""
+    from pixcore._plugins import reset_plugin_manager
+
+    old, threads = reset_plugin_manager(_tiny_manager()), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        reset_plugin_manager(old)
+        torch.set_num_threads(threads)
+
+
+def _scene_images(folder: Path, count: int = 2) -> list[np.ndarray]:
+    from pixcore.data import SyntheticScenes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    scenes = SyntheticScenes(split="test", length=count, height=30, width=44)
+    arrays = [scenes[i]["image"].permute(1, 2, 0).numpy() for i in range(count)]
+    for i, array in enumerate(arrays):
+        Image.fromarray(array).save(folder / f"scene{i}.png")
+    return arrays
+
+
+def test_eval_prints_metrics_with_protocols_and_writes_json(
+    tiny_run: tuple[Path, Path], tiny_plugins: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, checkpoint = tiny_run
+    out = tmp_path / "metrics.json"
+    code = main(["eval", str(config), "--checkpoint", str(checkpoint), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    for needle in ("semseg", "miou", "abs_rel", "normals", "confusion-pooled", "pixel-pooled"):
+        assert needle in printed, printed
+    record = json.loads(out.read_text())
+    metrics = record["metrics"]
+    assert set(metrics) == {"semseg", "depth", "normals"}
+    assert record["inference"]["hflip"] is False and record["inference"]["window"] is None
+
+    # The training run evaluated the same model on the same data at its last step.
+    trained = json.loads((checkpoint.parent / "metrics.json").read_text())
+    for task, key in (("semseg", "miou"), ("depth", "abs_rel"), ("normals", "mean")):
+        assert metrics[task][key] == pytest.approx(trained[task][key], rel=1e-6)
+
+
+def test_eval_with_tta_and_windows_records_its_settings(
+    tiny_run: tuple[Path, Path], tiny_plugins: None, tmp_path: Path
+) -> None:
+    config, checkpoint = tiny_run
+    out = tmp_path / "m.json"
+    assert main(["eval", str(config), "--checkpoint", str(checkpoint), "--tta", "--window", "16", "24",
+                 "--overlap", "0.25", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["inference"] == {"hflip": True, "scales": [1.0], "window": [16, 24], "overlap": 0.25,
+                                   "weighting": "gaussian"}
+    assert 0.0 <= record["metrics"]["semseg"]["miou"] <= 1.0
+    assert record["metrics"]["depth"]["protocol"]["depth_errors"]
+
+
+def test_eval_without_held_out_data_says_how_to_add_it(
+    tiny_run: tuple[Path, Path], tiny_plugins: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, checkpoint = tiny_run
+    no_val = tmp_path / "no_val.yaml"
+    no_val.write_text(config.read_text().replace("  val: {name: synthetic", "  # val: {name: synthetic"))
+    assert main(["eval", str(no_val), "--checkpoint", str(checkpoint)]) == 2
+    error = capsys.readouterr().err
+    assert "data.val" in error and "val:" in error
+
+
+def test_predict_writes_each_task_in_its_format(
+    tiny_run: tuple[Path, Path], tiny_plugins: None, tmp_path: Path
+) -> None:
+    from pixcore.infer import load_model
+
+    _, checkpoint = tiny_run
+    arrays = _scene_images(tmp_path / "in")
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    model = load_model(checkpoint)
+    for i, array in enumerate(arrays):
+        stem = f"scene{i}"
+        with torch.no_grad():
+            predictions = model(torch.from_numpy(array).permute(2, 0, 1)[None])
+
+        ids = np.asarray(Image.open(out / f"{stem}_semseg.png"))
+        assert ids.dtype == np.uint8 and ids.shape == (30, 44)
+        np.testing.assert_array_equal(ids, predictions["semseg"][0].argmax(0).numpy())
+        assert np.asarray(Image.open(out / f"{stem}_semseg_color.png")).shape == (30, 44, 3)
+
+        depth = np.load(out / f"{stem}_depth.npy")
+        assert depth.dtype == np.float32 and depth.shape == (30, 44)
+        np.testing.assert_allclose(depth, predictions["depth"][0, 0].numpy(), rtol=1e-5)
+        millimetres = np.asarray(Image.open(out / f"{stem}_depth.png"))
+        assert millimetres.dtype == np.uint16 and millimetres.shape == (30, 44)
+        assert np.abs(millimetres / 1000.0 - depth).max() <= 0.001  # within 1 mm
+
+        normals = np.load(out / f"{stem}_normals.npy")
+        assert normals.dtype == np.float32 and normals.shape == (30, 44, 3)
+        np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, rtol=1e-5)
+        assert np.asarray(Image.open(out / f"{stem}_normals_rgb.png")).shape == (30, 44, 3)
+
+        grid = np.asarray(Image.open(out / f"{stem}_grid.png"))
+        assert grid.shape[1] > 4 * 44  # input + three tasks
+
+
+def test_predict_with_tta_refuses_to_overwrite_and_names_unreadable_files(
+    tiny_run: tuple[Path, Path], tiny_plugins: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, checkpoint = tiny_run
+    _scene_images(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    args = ["predict", str(tmp_path / "in" / "scene0.png"), "--checkpoint", str(checkpoint),
+            "--out", str(out), "--tta", "--scales", "0.75", "1", "--device", "cpu"]
+    assert main(args) == 0
+    first = np.load(out / "scene0_normals.npy")
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    np.testing.assert_array_equal(np.load(out / "scene0_normals.npy"), first)
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    assert main(["predict", str(broken), "--checkpoint", str(checkpoint),
+                 "--out", str(tmp_path / "o2")]) == 2
+    assert "broken.jpg" in capsys.readouterr().err
+    assert main(["predict", str(broken), "--checkpoint", str(tmp_path / "none.safetensors"),
+                 "--out", str(tmp_path / "o3")]) == 2
+    assert "does not exist" in capsys.readouterr().err

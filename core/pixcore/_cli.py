@@ -1,4 +1,4 @@
-"""The ``pixcore`` command line: demo, train, plugins, list."""
+"""The ``pixcore`` command line: demo, train, eval, predict, plugins, list."""
 
 from __future__ import annotations
 
@@ -131,6 +131,68 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inference_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The Predictor options of ``eval`` and ``predict``."""
+    if args.overlap is not None and args.window is None:
+        raise PixcoreError("--overlap applies to sliding-window inference; give --window H W too")
+    return {
+        "hflip": args.tta,
+        "scales": tuple(args.scales) if args.scales else (1.0,),
+        "window": tuple(args.window) if args.window is not None else None,
+        "overlap": 0.5 if args.overlap is None else args.overlap,
+        "weighting": args.window_weights,
+    }
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from pixcore._config import load_config
+    from pixcore.infer import evaluate_checkpoint, format_metrics
+
+    config = load_config(args.config, args.set)
+    options = _inference_options(args)
+    device = args.device or config.trainer.device
+    results = evaluate_checkpoint(config, args.checkpoint, weights=args.weights, device=device, **options)
+    print(format_metrics(results))
+    if args.out is not None:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        record = {"checkpoint": str(args.checkpoint), "config": str(args.config), "weights": args.weights,
+                  "inference": options, "metrics": results}
+        out.write_text(json.dumps(record, indent=2))
+        print(f"\nwrote {out}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pixcore.infer import Predictor, load_model, predict_images
+    from pixcore.train import select_device
+
+    device = select_device(args.device)
+    model = load_model(args.checkpoint, weights=args.weights, device=device)
+    predictor = Predictor(model, **_inference_options(args))
+    written = predict_images(predictor, args.images, args.out, overwrite=args.overwrite, device=device)
+    print(f"wrote {len(written)} files to {args.out}/")
+    return 0
+
+
+def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="checkpoint.safetensors written by `pixcore train`")
+    parser.add_argument("--weights", choices=("auto", "model", "ema"), default="auto",
+                        help="trained or EMA weights; auto (default): EMA if the run evaluated with them")
+    parser.add_argument("--tta", action="store_true",
+                        help="average with the prediction on the mirrored image (mirrored back per "
+                             "target kind: normals' x negated)")
+    parser.add_argument("--scales", type=float, nargs="+", metavar="S",
+                        help="also average over these image scales, e.g. --scales 0.75 1 1.25")
+    parser.add_argument("--window", type=int, nargs=2, metavar=("H", "W"),
+                        help="predict in overlapping H x W windows and stitch them")
+    parser.add_argument("--overlap", type=float,
+                        help="fraction of a window shared with its neighbour (default 0.5)")
+    parser.add_argument("--window-weights", choices=("gaussian", "uniform"), default="gaussian",
+                        help="weights within a window when stitching (default gaussian)")
+
+
 def _cmd_plugins(args: argparse.Namespace) -> int:
     from pixcore._plugins import get_plugin_manager
 
@@ -192,6 +254,23 @@ def _parser() -> argparse.ArgumentParser:
                             "number of processes); exit status 75 means a signal stopped the run "
                             "after a checkpoint, resume it with --resume")
     train.set_defaults(func=_cmd_train)
+
+    evaluation = sub.add_parser("eval", help="score a checkpoint on a config's held-out data (data.val)")
+    evaluation.add_argument("config", type=Path, help="run config (YAML/JSON); its data.val is scored")
+    _add_inference_arguments(evaluation)
+    evaluation.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a config value, e.g. --set data.batch_size=4")
+    evaluation.add_argument("--device", help="'auto', 'cpu', 'cuda', 'mps' (default: the config's)")
+    evaluation.add_argument("--out", help="also write the metrics to this JSON file")
+    evaluation.set_defaults(func=_cmd_eval)
+
+    predict = sub.add_parser("predict", help="write a checkpoint's predictions for image files")
+    predict.add_argument("images", nargs="+", type=Path, help="image files or folders of them (.png, .jpg)")
+    _add_inference_arguments(predict)
+    predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument("--device", default="auto", help="'auto' (default), 'cpu', 'cuda', 'mps'")
+    predict.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    predict.set_defaults(func=_cmd_predict)
 
     plugins = sub.add_parser("plugins", help="installed plugins, versions and what they register")
     plugins.add_argument("--json", action="store_true")
