@@ -122,6 +122,12 @@ def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
     """Bilinear resize (half-pixel centres) to ``size``; a no-op at that size already."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
+    if x.device.type == "cpu" and x.dim() == 4 and x.shape[1] >= 32 and x.is_contiguous():
+        # torch's CPU bilinear kernel is vectorised over channels in channels-last memory:
+        # there the forward of a wide feature map is many times faster, and forward plus
+        # backward a quarter faster, conversions included. Same values; NCHW out.
+        x = x.contiguous(memory_format=torch.channels_last)
+        return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False).contiguous()
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
