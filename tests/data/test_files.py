@@ -25,7 +25,9 @@ from pixcore.data import (
     ScalarFile,
     ValidityFile,
     VectorFile,
+    class_id_problem,
     file_size,
+    illegal_class_ids,
     read_image,
     read_label,
     read_scalar,
@@ -135,15 +137,22 @@ def test_directory_index(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def test_class_mask_check_names_the_values_and_the_fix() -> None:
+def test_class_mask_check_names_the_values_their_pixels_and_the_fix() -> None:
     field = ClassMaskFile(num_classes=21)
     ids = np.zeros((H, W), np.uint8)
     assert field.check(ids) == []
-    ids[0, :3] = (255, 37, 40)
-    (message,) = field.check(ids)
-    assert "values 37, 40 outside the 21 classes (0-20) and not the ignore index 255" in message
     out = field.convert(ids)["semseg"]
     assert isinstance(out, ClassMask) and out.dtype == torch.int64 and out.shape == (H, W)
+    ids[0, :3] = (255, 37, 40)
+    ids[1, :4] = 37
+    (message,) = field.check(ids)
+    assert message.startswith(
+        "values 37, 40 outside the 21 classes (0-20) and not the ignore index 255 "
+        "(5 and 1 pixels); fix the mask"
+    )
+    with pytest.raises(FileFormatError) as caught:  # the same rule on every read
+        field.convert(ids)
+    assert str(caught.value) == message
 
 
 def test_class_mask_lut_maps_and_refuses_unmapped_values() -> None:
@@ -152,10 +161,33 @@ def test_class_mask_lut_maps_and_refuses_unmapped_values() -> None:
     ids = np.array([[0, 1, 2, 1]], np.uint8)
     assert field.check(ids) == []
     assert field.convert(ids)["semseg"].tolist() == [[255, 0, 1, 0]]
-    bad = np.array([[3, 9]], np.uint8)
-    assert "values 3, 9" in field.check(bad)[0]
-    # Unchecked (validate="off"): illegal values become the ignore index.
-    assert field.convert(bad)["semseg"].tolist() == [[255, 255]]
+    bad = np.array([[3, 9, 9]], np.uint8)  # 3: marked illegal; 9: beyond the table
+    assert field.check(bad)[0].startswith("values 3, 9 outside the 2 classes (0-1)")
+    with pytest.raises(FileFormatError, match=r"values 3, 9 .*\(1 and 2 pixels\)"):
+        field.convert(bad)  # not quietly the ignore index
+
+
+@pytest.mark.parametrize(
+    "dtype, values",
+    [(np.uint8, [0, 2, 7]), (np.uint16, [0, 2, 60000]), (np.int32, [-1, 0, 2, 70000]),
+     (np.int64, [0, 2, 2**40])],
+)
+def test_illegal_class_ids_counts_the_pixels_of_every_integer_type(
+    dtype: type, values: list[int]
+) -> None:
+    stored = np.array(values * 3 + [values[-1]], dtype=dtype).reshape(1, -1)
+    legal = {0, 1, 2, 255}
+    expected = [(v, 4 if v == values[-1] else 3) for v in sorted(values) if v not in legal]
+    assert illegal_class_ids(stored, num_classes=3, ignore_index=255) == expected
+    assert class_id_problem(np.array([[0, 255]], dtype=dtype), 3, 255) is None
+
+
+def test_class_id_problem_lists_a_few_values_and_counts_the_rest() -> None:
+    stored = np.arange(20, 40, dtype=np.uint8).reshape(2, 10)
+    message = class_id_problem(stored, num_classes=3, ignore_index=255)
+    assert message is not None
+    assert message.startswith("values 20, 21, 22, 23, 24, 25, 26, 27 and 12 more outside")
+    assert "(1, 1, 1, 1, 1, 1, 1 and 1 pixels; 20 pixels in all)" in message
 
 
 def test_scalar_file_scales_and_masks() -> None:
@@ -279,6 +311,39 @@ def test_quick_checks_sizes_but_not_values_and_off_checks_nothing(tmp_path: Path
     (tmp_path / "image" / "2.png").write_bytes(b"garbage")
     with pytest.raises(DatasetError, match=r"image/2\.png: cannot be read"):
         ds[2]
+
+
+@pytest.mark.parametrize("validate", ["quick", "off"])
+def test_an_illegal_class_id_is_refused_on_read_whatever_validate_says(
+    tmp_path: Path, validate: str
+) -> None:
+    write_pairs(tmp_path, 3)
+    ids = np.full((H, W), 1, np.uint8)
+    ids[0, :2] = 9
+    PILImage.fromarray(ids).save(tmp_path / "label" / "1.png")
+    ds = Pairs(tmp_path, 3, validate=validate)
+    assert ds[0]["semseg"].tolist() == [[0] * W] * H
+    with pytest.raises(DatasetError) as caught:
+        ds[1]
+    message = str(caught.value)
+    assert f"pairs data set at {tmp_path}: label/1.png: value 9 outside the 3 classes (0-2) " \
+        "and not the ignore index 255 (2 pixels); fix the mask" in message
+    assert "validate='full'" in message
+
+
+def test_an_image_beyond_pillows_limit_names_its_size_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_pairs(tmp_path, 2)
+    PILImage.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "image" / "1.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # Pillow refuses more than 200
+    with pytest.raises(DatasetError) as caught:
+        Pairs(tmp_path, 2)
+    assert (
+        "image/1.png: has 400 pixels, more than the limit of 200 pixels (a guard against "
+        "decompression bombs); if the file is genuine, raise Pillow's limit before the data are "
+        "read: PIL.Image.MAX_IMAGE_PIXELS = 200"
+    ) in str(caught.value)
 
 
 def test_the_report_is_capped_with_a_count_of_the_rest(tmp_path: Path) -> None:

@@ -193,6 +193,24 @@ def test_out_of_range_label(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("validate", ["quick", "off"])
+def test_out_of_range_label_is_refused_on_read_whatever_validate_says(
+    tmp_path: Path, validate: str
+) -> None:
+    write_folder(tmp_path)
+    ids = label_of(1)
+    ids[3, 3:5] = 37
+    PILImage.fromarray(ids).save(tmp_path / "labels" / "0002.png")
+    ds = open_folder(tmp_path, validate=validate)
+    assert int(ds[0]["semseg"].max()) == 255
+    with pytest.raises(DatasetError) as caught:
+        ds[1]
+    message = str(caught.value)
+    assert "labels/0002.png: value 37 outside the 5 classes (0-4) and not the ignore index 255 " \
+        "(2 pixels)" in message
+    assert "set targets.semseg.num_classes and targets.semseg.ignore_index" in message
+
+
 @pytest.mark.parametrize("bad", [np.nan, -0.25])
 def test_nan_or_negative_depth(tmp_path: Path, bad: float) -> None:
     write_folder(tmp_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -176,3 +178,103 @@ def test_problems_are_found_before_anything_is_written(tmp_path: Path) -> None:
     with pytest.raises(PixcoreError, match="same name"):
         predict_images(KnownModel(), [tmp_path / "in", other / "a.png"], out)
     assert not out.exists()
+
+
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("names", [("a.png", "a_grid.png"), ("b.jpg", "b_seg.png")])
+def test_an_input_named_like_an_output_is_never_overwritten(
+    tmp_path: Path, names: tuple[str, str]
+) -> None:
+    folder = tmp_path / "in"
+    _write_images(folder, names)
+    before = _listing(folder)
+    for out in (folder, tmp_path / "in" / ".." / "in"):  # the same folder, spelt otherwise
+        with pytest.raises(PixcoreError) as caught:
+            predict_images(KnownModel(), [folder], out, overwrite=True)
+        message = str(caught.value)
+        assert f"input image {folder / names[1]} would be overwritten" in message
+        assert f"an output of {folder / names[0]}" in message
+        assert f"--out {tmp_path.resolve() / 'in_predictions'}" in message
+        assert _listing(folder) == before  # nothing written, nothing replaced
+
+
+def test_outputs_of_two_images_or_tasks_never_share_a_file(tmp_path: Path) -> None:
+    _write_images(tmp_path / "in", ("a.png", "a_seg.png"))
+    model = KnownModel()
+    model.bindings = {"seg": Binding(ClassMask), "seg_color": Binding(ScalarField)}
+    with pytest.raises(PixcoreError, match=r"outputs of .*a\.png would both be .*a_seg_color\.png: "
+                       r"the task names 'seg' and 'seg_color' run together"):
+        predict_images(model, [tmp_path / "in" / "a.png"], tmp_path / "out")
+    message = (r"a_seg_color\.npy would be written twice, for .*a\.png \(task 'seg_color'\) and "
+               r"for .*a_seg\.png \(task 'color'\)")
+    model.bindings = {"seg_color": Binding(Flow), "color": Binding(Flow)}
+    with pytest.raises(PixcoreError, match=message):
+        predict_images(model, [tmp_path / "in"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_truncated_jpeg_is_found_before_anything_is_written(tmp_path: Path) -> None:
+    _write_images(tmp_path / "in", ("a.png", "b.png"))
+    whole = tmp_path / "whole.jpg"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (48, 64, 3), np.uint8)).save(whole)
+    data = whole.read_bytes()
+    (tmp_path / "in" / "c.jpg").write_bytes(data[: len(data) // 2])  # sorted last
+    out = tmp_path / "out"
+    with pytest.raises(PixcoreError) as caught:
+        predict_images(KnownModel(), [tmp_path / "in"], out)
+    message = str(caught.value)
+    assert f"image {tmp_path / 'in' / 'c.jpg'} cannot be read (image file is truncated" in message
+    assert "Nothing was written" in message
+    assert not out.exists()
+
+
+def write_blank_png(path: Path, width: int, height: int) -> None:
+    """A genuine 1-bit PNG, all black: a few KB even at 20000x20000, written in ~0.2 s."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        check = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + check
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the packed pixels
+    packer = zlib.compressobj(9)
+    pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels)
+                     + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_is_refused_with_the_way_on(tmp_path: Path) -> None:
+    _write_images(tmp_path / "in", ("a.png",))
+    huge = tmp_path / "in" / "huge.png"
+    write_blank_png(huge, 20000, 20000)
+    assert huge.stat().st_size < 100_000
+    out = tmp_path / "out"
+    with pytest.raises(PixcoreError) as caught:
+        predict_images(KnownModel(), [tmp_path / "in"], out)
+    message = str(caught.value)
+    limit = 2 * Image.MAX_IMAGE_PIXELS  # type: ignore[operator]
+    assert f"image {huge} has 400,000,000 pixels, more than the limit of {limit:,}" in message
+    assert "--max-pixels 400000000" in message and "--window" in message
+    assert not out.exists()
+
+
+def test_max_pixels_lowers_or_raises_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_blank_png(tmp_path / "small.png", 13, 10)
+    write_blank_png(tmp_path / "large.png", 20, 20)
+    with pytest.raises(PixcoreError, match=r"small\.png is 10x13 \(height x width, 130 pixels\), "
+                       r"more than the limit of 120 pixels(.|\n)*--max-pixels 130"):
+        predict_images(KnownModel(), [tmp_path / "small.png"], tmp_path / "out", max_pixels=120)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow refuses more than 200
+    refused = r"large\.png has 400 pixels, more than the limit of 200 pixels"
+    with pytest.raises(PixcoreError, match=refused):  # Pillow's limit, by default
+        predict_images(KnownModel(), [tmp_path / "large.png"], tmp_path / "out")
+    written = predict_images(KnownModel(), [tmp_path / "large.png"], tmp_path / "out",
+                             max_pixels=400)
+    assert all(p.exists() for p in written)
+    assert np.load(tmp_path / "out" / "large_depth.npy").shape == (20, 20)
+    assert Image.MAX_IMAGE_PIXELS == 100  # Pillow's limit is back

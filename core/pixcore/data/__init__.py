@@ -10,16 +10,22 @@ from pixcore.data._files import FileDataset as FileDataset
 from pixcore.data._files import FileField as FileField
 from pixcore.data._files import FileFormatError as FileFormatError
 from pixcore.data._files import ImageFile as ImageFile
+from pixcore.data._files import ImageTooLargeError as ImageTooLargeError
 from pixcore.data._files import Record as Record
 from pixcore.data._files import ScalarFile as ScalarFile
 from pixcore.data._files import ValidateMode as ValidateMode
 from pixcore.data._files import ValidityFile as ValidityFile
 from pixcore.data._files import VectorFile as VectorFile
+from pixcore.data._files import class_id_problem as class_id_problem
 from pixcore.data._files import file_size as file_size
+from pixcore.data._files import illegal_class_ids as illegal_class_ids
+from pixcore.data._files import pillow_accepts as pillow_accepts
+from pixcore.data._files import pillow_max_pixels as pillow_max_pixels
 from pixcore.data._files import read_image as read_image
 from pixcore.data._files import read_label as read_label
 from pixcore.data._files import read_scalar as read_scalar
 from pixcore.data._files import read_vectors as read_vectors
+from pixcore.data._files import verify_image as verify_image
 from pixcore.data._folder import FolderDataset as FolderDataset
 from pixcore.data._folder import FolderParams as FolderParams
 from pixcore.data._folder import FolderTarget as FolderTarget
@@ -42,6 +48,7 @@ __all__ = [
     "FolderParams",
     "FolderTarget",
     "ImageFile",
+    "ImageTooLargeError",
     "MAX_REPORTED_PROBLEMS",
     "Record",
     "RenderedScene",
@@ -51,11 +58,16 @@ __all__ = [
     "ValidateMode",
     "ValidityFile",
     "VectorFile",
+    "class_id_problem",
     "collate",
     "file_size",
+    "illegal_class_ids",
+    "pillow_accepts",
+    "pillow_max_pixels",
     "read_image",
     "read_label",
     "read_scalar",
     "read_vectors",
     "render_scene",
+    "verify_image",
 ]

@@ -19,11 +19,14 @@ image's size; the ``"image"`` field is the reference.
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 import math
 import os
+import re
+import threading
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,16 +61,22 @@ __all__ = [
     "FileField",
     "FileFormatError",
     "ImageFile",
+    "ImageTooLargeError",
     "Record",
     "ScalarFile",
     "ValidateMode",
     "ValidityFile",
     "VectorFile",
+    "class_id_problem",
     "file_size",
+    "illegal_class_ids",
+    "pillow_accepts",
+    "pillow_max_pixels",
     "read_image",
     "read_label",
     "read_scalar",
     "read_vectors",
+    "verify_image",
 ]
 
 #: How a data set is checked when it is opened (see :class:`FileDataset`).
@@ -101,8 +110,105 @@ class FileFormatError(ValueError):
 # --------------------------------------------------------------------------------------
 
 
-def _open(path: Path) -> PILImage.Image:
-    return PILImage.open(path)
+class ImageTooLargeError(FileFormatError):
+    """An image has more pixels than the limit that guards against decompression bombs.
+
+    ``pixels`` is its pixel count (None when unknown), ``size`` its ``(height, width)``
+    (None when the file was refused before its size could be read), ``limit`` the most
+    pixels accepted. The message says how to raise Pillow's limit; a caller with an
+    option of its own (``pixcore predict --max-pixels``) words its own with
+    :meth:`extent`.
+    """
+
+    def __init__(self, pixels: int | None, limit: int, size: tuple[int, int] | None = None) -> None:
+        self.pixels = pixels
+        self.limit = limit
+        self.size = size
+        half = f"{-(-pixels // 2)}" if pixels is not None else "a larger value"
+        super().__init__(
+            f"{self.extent()}; if the file is genuine, raise Pillow's limit before the data "
+            f"are read: PIL.Image.MAX_IMAGE_PIXELS = {half} (Pillow refuses images of more "
+            "than twice that; None removes the limit), or downscale the file"
+        )
+
+    def extent(self) -> str:
+        """``"is 20000x20000 (height x width, 400,000,000 pixels), more than the limit of
+        178,956,970 pixels (a guard against decompression bombs)"``."""
+        if self.size is not None:
+            what = f"is {self.size[0]}x{self.size[1]} (height x width, {self.pixels:,} pixels)"
+        elif self.pixels is not None:
+            what = f"has {self.pixels:,} pixels"
+        else:
+            what = "has too many pixels"
+        return (
+            f"{what}, more than the limit of {self.limit:,} pixels (a guard against "
+            "decompression bombs)"
+        )
+
+    @classmethod
+    def from_pillow(
+        cls, error: PILImage.DecompressionBombError, limit: int | None = None
+    ) -> ImageTooLargeError:
+        """The error for an image that Pillow itself refused (its message has the counts);
+        ``limit``: the one to report instead of Pillow's."""
+        found = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(error))
+        pixels = int(found[1]) if found is not None else None
+        if limit is None:
+            limit = int(found[2]) if found is not None else (pillow_max_pixels() or 0)
+        return cls(pixels, limit)
+
+
+def pillow_max_pixels() -> int | None:
+    """The most pixels Pillow opens: twice ``PIL.Image.MAX_IMAGE_PIXELS`` (None: no limit)."""
+    limit = PILImage.MAX_IMAGE_PIXELS
+    return None if limit is None else 2 * limit
+
+
+_PILLOW_LIMIT = threading.RLock()
+
+
+@contextlib.contextmanager
+def pillow_accepts(max_pixels: int | None) -> Iterator[None]:
+    """Within the block Pillow handles images of up to ``max_pixels`` pixels, silently.
+
+    Pillow's limit (:func:`pillow_max_pixels`) is a process-wide setting: it is raised only
+    when ``max_pixels`` is above it (an explicit request for larger images), and restored
+    on exit. None: nothing changes.
+    """
+    if max_pixels is None:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+        current = pillow_max_pixels()
+        if current is None or max_pixels <= current:
+            yield
+            return
+        with _PILLOW_LIMIT:
+            saved = PILImage.MAX_IMAGE_PIXELS
+            PILImage.MAX_IMAGE_PIXELS = -(-max_pixels // 2)
+            try:
+                yield
+            finally:
+                PILImage.MAX_IMAGE_PIXELS = saved
+
+
+def _open(path: Path, max_pixels: int | None = None) -> PILImage.Image:
+    """Open an image file (no pixel is decoded yet).
+
+    An image of more than ``max_pixels`` pixels (None: Pillow's limit, see
+    :func:`pillow_max_pixels`) raises :class:`ImageTooLargeError`.
+    """
+    try:
+        with pillow_accepts(max_pixels):
+            img = PILImage.open(path)
+    except PILImage.DecompressionBombError as error:  # above Pillow's limit and max_pixels
+        raise ImageTooLargeError.from_pillow(error, max_pixels) from None
+    width, height = img.size
+    if max_pixels is not None and width * height > max_pixels:
+        img.close()
+        raise ImageTooLargeError(width * height, max_pixels, (height, width))
+    return img
 
 
 def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
@@ -151,12 +257,33 @@ def _channels_last(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An image file -> ``[H, W, 3]`` uint8 RGB (greyscale, palette and CMYK are converted)."""
-    with _open(path) as img:
+def read_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """An image file -> ``[H, W, 3]`` uint8 RGB (greyscale, palette and CMYK are converted).
+
+    More than ``max_pixels`` pixels (None: Pillow's limit) raises
+    :class:`ImageTooLargeError` before anything is decoded.
+    """
+    with _open(path, max_pixels) as img:
         if img.mode != "RGB":
             img = img.convert("RGB")
         return np.asarray(img, dtype=np.uint8)
+
+
+def verify_image(path: Path, max_pixels: int | None = None) -> tuple[int, int]:
+    """Decode every byte of an image file, cheaply, and return its ``(height, width)``.
+
+    A truncated or damaged file raises (unless the process set
+    ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``, which makes Pillow fill what is missing); so
+    does an image of more than ``max_pixels`` pixels (:class:`ImageTooLargeError`). What
+    only the pixels need is skipped: JPEGs are decoded at 1/8 scale (every byte is still
+    read and entropy-decoded), nothing is converted to RGB.
+    """
+    with _open(path, max_pixels) as img:
+        width, height = img.size
+        if img.format == "JPEG":
+            img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
+        img.load()
+    return height, width
 
 
 _LABEL_MODES = {"P", "L", "1", "I", "I;16", "I;16L", "I;16B", "I;16N"}
@@ -274,14 +401,106 @@ def read_vectors(path: Path) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------
-# Fields: one kind of file of a sample
+# Class ids: the one rule every reader applies to a class mask
 # --------------------------------------------------------------------------------------
+
+
+def _value_counts(stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of an integer array and the number of pixels of each.
+
+    ``np.bincount`` for the usual 8/16-bit ids (one linear pass), ``np.unique`` only for
+    negative or very large values.
+    """
+    flat = stored.ravel()
+    if flat.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if flat.dtype.itemsize <= 2 and flat.dtype.kind in "ub":
+        counts = np.bincount(flat)
+    elif int(flat.min()) >= 0 and int(flat.max()) < 1 << 16:
+        counts = np.bincount(flat.astype(np.int64, copy=False))
+    else:
+        values, counts = np.unique(flat, return_counts=True)
+        return values.astype(np.int64), counts.astype(np.int64)
+    values = np.flatnonzero(counts)
+    return values, counts[values]
+
+
+def _mapped(values: np.ndarray, lut: np.ndarray | None) -> np.ndarray:
+    """Stored values -> class ids through ``lut``; -1 for a value the table lacks."""
+    if lut is None:
+        return values
+    inside = (values >= 0) & (values < len(lut))
+    ids = np.full(values.shape, -1, dtype=np.int64)
+    ids[inside] = lut[values[inside]]
+    return ids
+
+
+def illegal_class_ids(
+    stored: np.ndarray, num_classes: int, ignore_index: int, lut: np.ndarray | None = None
+) -> list[tuple[int, int]]:
+    """``(stored value, pixel count)`` of every value of a label map that the rule refuses.
+
+    The rule: after the reader's documented mapping ``lut`` (stored value ``v`` -> class
+    ``lut[v]``; ``-1``, or ``v`` beyond the table, marks a value the format does not
+    define), every id is a class in ``[0, num_classes)`` or ``ignore_index``.
+    """
+    values, counts = _value_counts(stored)
+    ids = _mapped(values, lut)
+    legal = ((ids >= 0) & (ids < num_classes)) | (ids == ignore_index)
+    return [(int(v), int(c)) for v, c in zip(values[~legal], counts[~legal], strict=True)]
 
 
 def _value_list(values: Sequence[Any], limit: int = 8) -> str:
     shown = ", ".join(str(v) for v in values[:limit])
     more = f" and {len(values) - limit} more" if len(values) > limit else ""
     return f"value{'s' if len(values) > 1 else ''} {shown}{more}"
+
+
+def _pixel_counts(bad: Sequence[tuple[int, int]], limit: int) -> str:
+    shown = [f"{count:,}" for _, count in bad[:limit]]
+    text = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+    one = len(bad) == 1 and bad[0][1] == 1
+    text += " pixel" if one else " pixels"
+    if len(bad) > limit:
+        text += f"; {sum(count for _, count in bad):,} pixels in all"
+    return text
+
+
+def class_id_problem(
+    stored: np.ndarray,
+    num_classes: int,
+    ignore_index: int,
+    lut: np.ndarray | None = None,
+    expected: str = "",
+    fix: str = "",
+) -> str | None:
+    """What is wrong with the ids of a label map, or None when it obeys the rule.
+
+    The rule is :func:`illegal_class_ids`'s; every reader applies it when it reads a
+    class mask (:class:`ClassMaskFile`), whatever its ``validate`` setting. The message
+    lists the offending stored values with their pixel counts, then ``expected`` (what
+    the values should be; default: the classes and the ignore index) and ``fix``, e.g.
+    ``"value 37 outside the 21 classes (0-20) and not the ignore index 255 (12 pixels);
+    <fix>"``.
+    """
+    bad = illegal_class_ids(stored, num_classes, ignore_index, lut)
+    if not bad:
+        return None
+    n = num_classes
+    expected = expected or (
+        f"outside the {n} classes (0-{n - 1}) and not the ignore index {ignore_index}"
+    )
+    fix = fix or (
+        f"fix the mask (class ids 0-{n - 1}, {ignore_index} for unlabelled pixels), or set "
+        "the number of classes and the ignore index to what the files hold"
+    )
+    values = _value_list([v for v, _ in bad])
+    return f"{values} {expected} ({_pixel_counts(bad, limit=8)}); {fix}"
+
+
+# --------------------------------------------------------------------------------------
+# Fields: one kind of file of a sample
+# --------------------------------------------------------------------------------------
 
 
 class FileField(abc.ABC):
@@ -338,14 +557,7 @@ class ImageFile(FileField):
         return read_image(path)
 
     def verify(self, path: Path) -> tuple[tuple[int, int], list[str]]:
-        # Decode every byte (truncation and corruption raise) but skip what only the
-        # pixels need: JPEGs are decoded at 1/8 scale, nothing is converted to RGB.
-        with _open(path) as img:
-            width, height = img.size
-            if img.format == "JPEG":
-                img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
-            img.load()
-        return (height, width), []
+        return verify_image(path), []
 
     def convert(self, array: np.ndarray) -> dict[str, Tensor]:
         return {self.key: Image(torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))))}
@@ -362,7 +574,12 @@ class ClassMaskFile(FileField):
     ``0..num_classes-1`` and ``ignore_index``. With ``lut`` (a 1-D int array), stored value
     ``v`` becomes class ``lut[v]``; ``lut[v] = -1`` (or ``v >= len(lut)``) marks a value
     that must not occur. ``expected`` and ``fix`` replace the default wording of the
-    out-of-range message: ``"<file>: value 37 <expected>; <fix>"``.
+    out-of-range message: ``"<file>: value 37 <expected> (12 pixels); <fix>"``.
+
+    The rule (:func:`class_id_problem`) is applied by :meth:`check` (full validation,
+    every file when the data set is opened) and again by :meth:`convert` on every read,
+    whatever ``validate`` says: an illegal value raises :class:`FileFormatError`, which
+    :class:`FileDataset` reports as a :class:`DatasetError` naming the file.
     """
 
     key: str = "semseg"
@@ -384,41 +601,26 @@ class ClassMaskFile(FileField):
     def header(self, path: Path) -> tuple[int, int]:
         return _header(path, _check_label_mode)
 
-    def _illegal(self, array: np.ndarray) -> list[int]:
-        if array.dtype == np.uint8:
-            present = np.flatnonzero(np.bincount(array.ravel(), minlength=256))
-        else:
-            present = np.unique(array)
-        if self.lut is None:
-            legal = ((present >= 0) & (present < self.num_classes)) | (present == self.ignore_index)
-        else:
-            inside = (present >= 0) & (present < len(self.lut))
-            legal = np.zeros(present.shape, dtype=bool)
-            legal[inside] = self.lut[present[inside]] >= 0
-        return [int(v) for v in present[~legal]]
+    def problem(self, array: np.ndarray) -> str | None:
+        """The rule of :func:`class_id_problem` applied to stored values ``array``."""
+        return class_id_problem(
+            array, self.num_classes, self.ignore_index, self.lut, self.expected, self.fix
+        )
 
     def check(self, array: np.ndarray) -> list[str]:
-        bad = self._illegal(array)
-        if not bad:
-            return []
-        n = self.num_classes
-        expected = self.expected or (
-            f"outside the {n} classes (0-{n - 1}) and not the ignore index {self.ignore_index}"
-        )
-        fix = self.fix or (
-            f"store class ids 0-{n - 1}, and {self.ignore_index} for unlabelled pixels"
-        )
-        return [f"{_value_list(bad)} {expected}; {fix}"]
+        problem = self.problem(array)
+        return [] if problem is None else [problem]
 
     def convert(self, array: np.ndarray) -> dict[str, Tensor]:
+        # Checked on every read, whatever `validate` says: an id outside the classes would
+        # otherwise surface as a loss error at training time, with no file named.
+        problem = self.problem(array)
+        if problem is not None:
+            raise FileFormatError(problem)
         if self.lut is None:
             ids = array.astype(np.int64)
-        else:
-            # Values the check would refuse become the ignore index (validate="off").
-            lut = np.where(self.lut >= 0, self.lut, self.ignore_index)
-            padded = np.full(max(int(array.max(initial=0)) + 1, len(lut)), self.ignore_index)
-            padded[: len(lut)] = lut
-            ids = padded[np.clip(array.astype(np.int64), 0, None)]
+        else:  # every stored value is inside the table: the check refuses the others
+            ids = self.lut[array]
         return {self.key: ClassMask(torch.from_numpy(ids))}
 
     def keys(self) -> dict[str, type[TargetKind]]:
@@ -876,12 +1078,23 @@ class FileDataset(Dataset):
                     f"{self.description}: {self.relative(path)}: "
                     + self._size_message(record, field_name, this, size)
                 )
-            sample.update(spec.convert(array))
+            sample.update(self._convert(spec, path, array))
         for key, value in self.constants.items():
             sample[key] = value.clone()
         if self.transform is not None:
             sample = self.transform(sample)
         return sample
+
+    def _convert(self, spec: FileField, path: Path, array: np.ndarray) -> dict[str, Tensor]:
+        """``spec.convert(array)``; values it refuses become a :class:`DatasetError` naming
+        ``path``."""
+        try:
+            return spec.convert(array)
+        except FileFormatError as error:
+            raise DatasetError(
+                f"{self.description}: {self.relative(path)}: {error}. (validate='full' finds "
+                "every such file when the data set is opened.)"
+            ) from None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.description}, {len(self)} samples)"

@@ -344,8 +344,11 @@ class FolderDataset(FileDataset):
 def _field(key: str, target: FolderTarget) -> FileField:
     if target.kind == "class_mask":
         assert target.num_classes is not None
+        n, ignore = target.num_classes, target.ignore_index
         return ClassMaskFile(
-            key=key, num_classes=target.num_classes, ignore_index=target.ignore_index
+            key=key, num_classes=n, ignore_index=ignore,
+            fix=f"fix the mask (class ids 0-{n - 1}, {ignore} for unlabelled pixels), or set "
+            f"targets.{key}.num_classes and targets.{key}.ignore_index to what the files hold",
         )
     if target.kind == "scalar":
         return ScalarFile(

@@ -164,6 +164,27 @@ def test_nyu_size_mismatch_and_out_of_range_label(tmp_path: Path) -> None:
     assert second.startswith("labels40/00001.png: value 41 outside the NYU-40 ids")
 
 
+@pytest.mark.parametrize("labels, stored", [(40, 41), (13, 14), (13, 40)])
+def test_nyu_label_outside_the_label_set_is_refused_on_read(
+    tmp_path: Path, labels: int, stored: int
+) -> None:
+    root = write_nyu(tmp_path, count=2)
+    if labels == 13:
+        for i in range(2):
+            save(root / "train" / "labels13" / f"{i:05d}.png", np.minimum(NYU_LABELS, 13))
+    bad = np.minimum(NYU_LABELS, labels)
+    bad[4, :2] = stored
+    save(root / "train" / f"labels{labels}" / "00001.png", bad)
+    ds = NYUDepthV2(root, labels=labels, validate="quick")
+    assert int(ds[0]["semseg"][0, 0]) == 255  # stored 0 (unlabelled): ignored by definition
+    with pytest.raises(DatasetError) as caught:
+        ds[1]
+    assert (
+        f"labels{labels}/00001.png: value {stored} outside the NYU-{labels} ids (0 = unlabelled, "
+        f"1-{labels} = classes, 255 = ignore) (2 pixels)"
+    ) in str(caught.value)
+
+
 @pytest.mark.parametrize("bad", [np.nan, -1.0])
 def test_nyu_nan_or_negative_depth(tmp_path: Path, bad: float) -> None:
     root = write_nyu(tmp_path, count=2)

@@ -149,6 +149,21 @@ def test_voc_out_of_range_label_and_rgb_label(tmp_path: Path) -> None:
     assert second.startswith(f"SegmentationClass/{VOC_IDS[1]}.png: has 3 channels (mode RGB)")
 
 
+def test_voc_out_of_range_label_is_refused_on_read(tmp_path: Path) -> None:
+    base = write_voc(tmp_path)
+    ids = voc_label(1)
+    ids[2, 2:5] = 37
+    save_ids(base / "SegmentationClass" / f"{VOC_IDS[1]}.png", ids, palette=True)
+    ds = VOCSegmentation(base, validate="off")
+    np.testing.assert_array_equal(ds[0]["semseg"].numpy(), voc_label(0))
+    with pytest.raises(DatasetError) as caught:
+        ds[1]
+    assert (
+        f"SegmentationClass/{VOC_IDS[1]}.png: value 37 outside the 21 classes (0-20) and not "
+        "the ignore index 255 (3 pixels); VOC labels are palette PNGs"
+    ) in str(caught.value)
+
+
 # --------------------------------------------------------------------------------------
 # Cityscapes
 # --------------------------------------------------------------------------------------
@@ -188,6 +203,32 @@ def test_cityscapes_train_id_files(tmp_path: Path) -> None:
         save_ids(label, np.full((H, W), 13))
     ds = Cityscapes(base, split="val", label_type="labelTrainIds")
     assert ds[1]["semseg"].unique().tolist() == [13]
+
+
+@pytest.mark.parametrize(
+    "label_type, stored, expected",
+    [
+        ("labelIds", 40, "value 40 not a Cityscapes labelId (0-33) (2 pixels)"),
+        ("labelTrainIds", 19, "value 19 outside the 19 train ids (0-18) and not the ignore "
+         "index 255 (2 pixels)"),
+    ],
+)
+def test_cityscapes_value_outside_the_table_is_refused_on_read(
+    tmp_path: Path, label_type: str, stored: int, expected: str
+) -> None:
+    ids = np.full((H, W), 7 if label_type == "labelIds" else 0)
+    ids[0, :2] = (0, 1)  # void labelIds: documented as ignored (255), not an error
+    for i, (city, stem) in enumerate(FRAMES):
+        save_rgb(tmp_path / "leftImg8bit" / "train" / city / f"{stem}_leftImg8bit.png")
+        if i == 1:
+            ids[1, :2] = stored
+        save_ids(tmp_path / "gtFine" / "train" / city / f"{stem}_gtFine_{label_type}.png", ids)
+    ds = Cityscapes(tmp_path, label_type=label_type, validate="quick")  # type: ignore[arg-type]
+    assert int(ds[0]["semseg"][1, 0]) == 0
+    with pytest.raises(DatasetError) as caught:
+        ds[1]
+    label = f"gtFine/train/{FRAMES[1][0]}/{FRAMES[1][1]}_gtFine_{label_type}.png"
+    assert f"{label}: {expected}; " in str(caught.value)
 
 
 def test_cityscapes_missing_folder_names_the_layout(tmp_path: Path) -> None:
@@ -276,6 +317,24 @@ def test_ade20k_problems(tmp_path: Path) -> None:
     layout = r"images/training does not exist(.|\n)*ADE_train_<n>\.png"
     with pytest.raises(DatasetError, match=layout):
         ADE20K(tmp_path / "elsewhere")
+
+
+@pytest.mark.parametrize("reduce_zero_label", [True, False])
+def test_ade20k_value_beyond_the_classes_is_refused_on_read(
+    tmp_path: Path, reduce_zero_label: bool
+) -> None:
+    base = write_ade(tmp_path)
+    bad = ADE_STORED.copy()
+    bad[0, :3] = 200
+    save_ids(base / "annotations" / "training" / "ADE_train_00000002.png", bad)
+    ds = ADE20K(base, reduce_zero_label=reduce_zero_label, validate="off")
+    assert int(ds[0]["semseg"][0, 0]) == (255 if reduce_zero_label else 0)  # stored 0 ("other")
+    with pytest.raises(DatasetError) as caught:
+        ds[1]
+    assert (
+        "annotations/training/ADE_train_00000002.png: value 200 outside the ADE20K ids"
+    ) in str(caught.value)
+    assert "(3 pixels)" in str(caught.value)
 
 
 # --------------------------------------------------------------------------------------

@@ -234,7 +234,7 @@ class NYUDepthV2(FileDataset):
                 num_classes=n, lut=lut,
                 expected=f"outside the NYU-{n} ids (0 = unlabelled, 1-{n} = classes, 255 = ignore)",
                 fix=f"labels{n}/ files hold the {n}-class ids; check that they belong to this "
-                "label set",
+                f"label set (labels: {n} reads labels{n}/), or fix the file",
             )
             self.class_names = NYU40_CLASSES if n == 40 else NYU13_CLASSES
         if params.normals:
