@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import pixcore
-from pixcore._cli import main
+from pixcore._cli import DEBUG_ENV, main
 from pixcore.train import load_checkpoint, read_metadata
 
 pytestmark = pytest.mark.slow
@@ -293,3 +293,107 @@ def test_predict_with_tta_refuses_to_overwrite_and_names_unreadable_files(
     assert main(["predict", str(broken), "--checkpoint", str(tmp_path / "none.safetensors"),
                  "--out", str(tmp_path / "o3")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# -- user errors: one line and exit status 2; --debug shows the traceback --------------------
+
+MINIMAL_RUN = "model: {backbone: testing/tiny, tasks: [depth]}\ndata: {train: synthetic}\n"
+
+
+@pytest.fixture
+def minimal_config(tmp_path: Path) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(MINIMAL_RUN)
+    return path
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("trainer.device=gpu0", "trainer.device: device 'gpu0' is not a device name; use 'auto', 'cpu', 'cuda', "),
+    ("trainer.lr=[1", "override 'trainer.lr=[1': its value '[1' is not valid YAML"),
+    ("trainer.lr=.inf", "trainer.lr: Input should be a finite number"),
+    ("trainer.stpes=3", "trainer.stpes: Extra inputs are not permitted (got 3) - did you mean 'steps'?"),
+])
+def test_a_config_mistake_is_one_error_line_and_status_2(
+    minimal_config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    override: str, expected: str,
+) -> None:
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    assert main(["train", str(minimal_config), "--set", override]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("pixcore: error: ") and expected in error
+    assert "Traceback" not in error
+
+
+def test_debug_flag_and_env_show_the_traceback_of_user_errors(
+    minimal_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    with pytest.raises(pixcore.ConfigError, match="not valid YAML"):
+        main(["--debug", "train", str(minimal_config), "--set", "trainer.lr=[1"])
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    with pytest.raises(pixcore.DeviceError, match="'gpu0'"):
+        main(["predict", str(minimal_config), "--checkpoint", "c.safetensors", "--out", "o",
+              "--device", "gpu0"])
+
+
+def test_a_bug_is_not_hidden_behind_an_error_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pixcore import _cli
+
+    def bug(args: object) -> int:
+        raise KeyError("internal")
+
+    monkeypatch.setattr(_cli, "_cmd_list", bug)
+    with pytest.raises(KeyError, match="internal"):
+        main(["list"])
+
+
+def test_the_command_prints_no_traceback_unless_debugging(minimal_config: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "pixcore._cli", "train", str(minimal_config), "--set", "trainer.lr=[1"]
+    env = {k: v for k, v in os.environ.items() if k != DEBUG_ENV}
+    quiet = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert quiet.returncode == 2
+    assert quiet.stderr.startswith("pixcore: error: override 'trainer.lr=[1'") and "Traceback" not in quiet.stderr
+    loud = subprocess.run(command, capture_output=True, text=True, env={**env, DEBUG_ENV: "1"}, timeout=120)
+    assert loud.returncode == 1 and "Traceback" in loud.stderr and "ConfigError" in loud.stderr
+
+
+def test_predict_with_a_torch_checkpoint_says_what_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2)}, weights)
+    _scene_images(tmp_path / "in", 1)
+    assert main(["predict", str(tmp_path / "in"), "--checkpoint", str(weights), "--out", str(tmp_path / "o"),
+                 "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert f"{weights} is a torch checkpoint (.pt), not a pixcore checkpoint (.safetensors)" in error
+    assert f"model.pretrained: {weights}" in error
+
+
+def test_plugins_lists_clashing_plugins_as_such(capsys: pytest.CaptureFixture[str]) -> None:
+    from pixcore._plugins import reset_plugin_manager
+
+    class First:
+        @pixcore.hookimpl
+        def pixcore_heads(self) -> Iterator[pixcore.Component]:
+            yield pixcore.Component("twin_head", dict)
+
+    class Second(First):
+        pass
+
+    manager = pixcore.PluginManager(autoload=False)
+    manager.register(First(), name="first", distribution="dist-one", version="1.0")
+    manager.register(Second(), name="second", distribution="dist-two", version="2.0")
+    old = reset_plugin_manager(manager)
+    try:
+        assert main(["plugins"]) == 0
+    finally:
+        reset_plugin_manager(old)
+    out = capsys.readouterr().out
+    assert "first: dist-one 1.0 [clash]" in out and "second: dist-two 2.0 [clash]" in out
+    assert "error: head 'twin_head' is registered twice: by dist-one 1.0 and by dist-two 2.0" in out
+    assert "pixcore: pixcore" in out and "[loaded]" in out

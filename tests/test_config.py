@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 import pixcore
-from pixcore._config import validate_config
+from pixcore._config import DEVICE_FORMS, validate_config
+from pixcore.train import select_device
 
 RUN: dict[str, Any] = {
     "model": {
@@ -97,20 +100,53 @@ def test_task_shorthands() -> None:
 
 
 @pytest.mark.parametrize(
-    ("dotted", "value", "path"),
+    ("dotted", "value", "path", "hint"),
     [
-        ("trainer.stpes", 5, "trainer.stpes"),
-        ("model.tasks.t.wieght", 2.0, "model.tasks.t.wieght"),
-        ("model.backbone.parmas", {}, "model.backbone.parmas"),
-        ("data.augmentations", [{"name": "hflip", "p": 0.5}], "data.augmentations.0.p"),
-        ("colour", "red", "colour"),
+        ("trainer.stpes", 5, "trainer.stpes", "did you mean 'steps'?"),
+        ("model.tasks.t.wieght", 2.0, "model.tasks.t.wieght", "did you mean 'weight'?"),
+        ("model.backbone.parmas", {}, "model.backbone.parmas", "did you mean 'params'?"),
+        ("data.augmentations", [{"name": "hflip", "p": 0.5}], "data.augmentations.0.p",
+         "remove it or check its spelling; the keys here are: name, params"),
+        ("colour", "red", "colour", "remove it or check its spelling; the keys here are: data, model, trainer"),
     ],
 )
-def test_unknown_keys_are_rejected_with_their_path(dotted: str, value: Any, path: str) -> None:
+def test_unknown_keys_are_rejected_with_their_path_and_a_suggestion(
+    dotted: str, value: Any, path: str, hint: str
+) -> None:
     message = config_error(with_value(dotted, value))
-    assert f"  {path}: Extra inputs are not permitted" in message
-    assert "remove it or check its spelling" in message
+    assert f"  {path}: Extra inputs are not permitted (got " in message
+    assert f") - {hint}" in message
     assert "run.yaml" in message
+
+
+def test_unknown_key_in_an_optional_section_gets_a_suggestion() -> None:
+    # model.pretrained is `PretrainedConfig | None`: the walk goes through the union.
+    data = with_value("model.pretrained", {"path": "w.safetensors", "prefx": "backbone."})
+    assert "model.pretrained.prefx: Extra inputs are not permitted" in config_error(data)
+    assert "did you mean 'prefix'?" in config_error(data)
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value"),
+    [
+        ("trainer.lr", math.inf),
+        ("trainer.lr", math.nan),
+        ("trainer.grad_clip", math.inf),
+        ("trainer.ema_decay", math.nan),
+        ("model.tasks.t.weight", math.inf),
+        ("model.mean", [0.5, math.nan, 0.5]),
+    ],
+)
+def test_no_setting_may_be_infinite_or_nan(dotted: str, value: Any) -> None:
+    message = config_error(with_value(dotted, value))
+    assert f"\n  {dotted}" in message and "finite number" in message
+
+
+@pytest.mark.parametrize("written", [".inf", ".nan", "-.inf"])
+def test_yaml_infinities_are_refused_at_load_time(tmp_path: Path, written: str) -> None:
+    path = write(tmp_path, "run.yaml", RUN_YAML)
+    with pytest.raises(pixcore.ConfigError, match=r"trainer\.lr: Input should be a finite number"):
+        pixcore.load_config(path, overrides=[f"trainer.lr={written}"])
 
 
 @pytest.mark.parametrize(
@@ -214,11 +250,72 @@ def test_override_values_are_validated(tmp_path: Path) -> None:
         pixcore.load_config(path, overrides=["trainer.stepz=5"])
 
 
+def test_override_that_is_not_yaml_says_how_to_quote_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "run.yaml", RUN_YAML)
+    with pytest.raises(pixcore.ConfigError) as info:
+        pixcore.load_config(path, overrides=["trainer.lr=[1"])
+    message = str(info.value)
+    assert "override 'trainer.lr=[1'" in message and "'[1' is not valid YAML" in message
+    assert "expected ',' or ']'" in message  # PyYAML's own words for the problem
+    assert "--set 'trainer.lr=\"[1\"'" in message
+    # The quoting it suggests works: the text arrives as it is.
+    with pytest.raises(pixcore.ConfigError) as info:
+        pixcore.load_config(path, overrides=["trainer.early_stopping_metric=[x"])
+    suggested = str(info.value).rsplit("--set ", 1)[1].strip("'")
+    config = pixcore.load_config(path, overrides=[suggested])
+    assert config.trainer.early_stopping_metric == "[x"
+
+
 @pytest.mark.parametrize("override", ["trainer.steps", "=5", "trainer.steps.x=1", "trainer.steps.x.y=1"])
 def test_malformed_overrides(tmp_path: Path, override: str) -> None:
     path = write(tmp_path, "run.yaml", RUN_YAML)
     with pytest.raises(pixcore.ConfigError, match="override"):
         pixcore.load_config(path, overrides=[override])
+
+
+# -- defaults and devices ------------------------------------------------------------------
+
+
+def test_long_runs_checkpoint_and_evaluate_by_default() -> None:
+    trainer = pixcore.TrainerConfig()
+    assert (trainer.checkpoint_every, trainer.eval_every) == (500, 1000)
+    none = pixcore.TrainerConfig(checkpoint_every=None, eval_every=None)  # only at the end
+    assert (none.checkpoint_every, none.eval_every) == (None, None)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"])
+def test_device_forms_are_accepted(device: str) -> None:
+    assert validate_config(pixcore.RunConfig, with_value("trainer.device", device)).trainer.device == device
+
+
+@pytest.mark.parametrize("device", ["gpu0", "gpu", "cuda:", "cuda:x", "CUDA", "cuda 0", "cpu:0", ""])
+def test_a_malformed_device_is_a_config_error_listing_the_forms(device: str) -> None:
+    message = config_error(with_value("trainer.device", device))
+    assert f"  trainer.device: device {device!r} is not a device name; use 'auto', 'cpu', 'cuda', " in message
+    assert "'cuda:N'" in message and "'mps'" in message
+
+
+def test_select_device_refuses_what_the_config_refuses() -> None:
+    with pytest.raises(pixcore.DeviceError) as info:
+        select_device("gpu0")
+    assert str(info.value) == f"device 'gpu0' is not a device name; use {DEVICE_FORMS}"
+
+
+def test_select_device_refuses_devices_this_machine_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(pixcore.DeviceError, match="'cuda' was asked for but CUDA is not available.*'cpu'"):
+        select_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    visible = r"'cuda:2'.*2 CUDA device\(s\) are visible \(cuda:0 to cuda:1\)"
+    with pytest.raises(pixcore.DeviceError, match=visible):
+        select_device("cuda:2")
+    assert select_device("cuda:1") == torch.device("cuda", 1)
+    if getattr(torch.backends, "mps", None) is not None:
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(pixcore.DeviceError, match="Apple MPS is not available"):
+        select_device("mps")
+    assert select_device("cpu") == torch.device("cpu")
 
 
 # -- file errors -------------------------------------------------------------------------

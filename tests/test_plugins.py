@@ -184,6 +184,11 @@ def test_broken_plugin_raises_in_strict_mode(site: FakeSite) -> None:
     with pytest.raises(pixcore.PluginLoadError, match="broken_plugin.*libfoo") as info:
         pixcore.PluginManager(strict=True)
     assert isinstance(info.value.__cause__, ImportError)
+    message = str(info.value)
+    assert "pixcore plugin 'broken_plugin' (distribution pixcore-broken 0.3) failed to load: " in message
+    assert "was skipped" not in message  # it raised: nothing was skipped
+    assert "PIXCORE_BLOCK_PLUGINS=broken_plugin" in message
+    assert "unset PIXCORE_STRICT_PLUGINS to skip a plugin that fails" in message
 
 
 def test_strict_mode_from_env(site: FakeSite, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,6 +210,35 @@ def test_duplicate_across_distributions_names_both(site: FakeSite) -> None:
     message = str(info.value)
     assert "'same_head'" in message
     assert "pixcore-fake-a 1.0" in message and "pixcore-fake-b 2.0" in message
+
+
+def test_listing_shows_clashing_plugins_with_their_own_status(site: FakeSite) -> None:
+    site.add_head_plugin("pixcore-fake-a", "fake_a_plugin", "same_head", version="1.0")
+    site.add_head_plugin("pixcore-fake-b", "fake_b_plugin", "same_head", version="2.0")
+    site.add_head_plugin("pixcore-fake-c", "fake_c_plugin", "own_head", version="3.0")
+    manager = pixcore.PluginManager()
+    first, second = info_of(manager, "fake_a_plugin"), info_of(manager, "fake_b_plugin")
+    assert (first.status, second.status) == ("clash", "clash")
+    for info in (first, second):
+        error = info.error or ""
+        assert "'same_head'" in error and "pixcore-fake-a 1.0" in error and "pixcore-fake-b 2.0" in error
+    assert first.registered == {"heads": ["same_head"]} and second.registered == {}
+    # Plugins not involved (the built-ins included, whose name is part of every other's) stay loaded.
+    for name in ("fake_c_plugin", "pixcore"):
+        assert (info_of(manager, name).status, info_of(manager, name).error) == ("loaded", None)
+    assert info_of(manager, "fake_c_plugin").registered == {"heads": ["own_head"]}
+    with pytest.raises(pixcore.DuplicateComponentError):
+        manager.registry("heads")  # using the registries still fails
+
+
+def test_a_resolved_clash_is_listed_as_loaded_again(site: FakeSite) -> None:
+    site.add_head_plugin("pixcore-fake-a", "fake_a_plugin", "same_head")
+    site.add_head_plugin("pixcore-fake-b", "fake_b_plugin", "same_head")
+    manager = pixcore.PluginManager()
+    assert info_of(manager, "fake_b_plugin").status == "clash"
+    manager.unregister("fake_b_plugin")
+    assert (info_of(manager, "fake_a_plugin").status, info_of(manager, "fake_a_plugin").error) == ("loaded", None)
+    assert "same_head" in manager.registry("heads")
 
 
 def test_duplicate_of_a_builtin_names_pixcore(site: FakeSite) -> None:

@@ -151,6 +151,20 @@ def test_unknown_name_inside_namespace() -> None:
         reg.get("zoo/alpah")
 
 
+def test_a_name_without_its_namespace_suggests_the_namespaced_one() -> None:
+    zoo = FakeZoo()
+    reg = registry_with(Component("local", Widget), Component("other/gamma", Widget), zoo.namespace(),
+                        family="backbones")
+    expected = r"unknown backbone 'Alpha'\. Did you mean 'zoo/alpha'\?"
+    with pytest.raises(pixcore.UnknownComponentError, match=expected):
+        reg.get("Alpha")
+    with pytest.raises(pixcore.UnknownComponentError, match=r"Did you mean 'other/gamma'\?"):
+        reg.get("gamma")  # an eager name under a prefix counts too
+    with pytest.raises(pixcore.UnknownComponentError) as info:
+        reg.get("delta")
+    assert "Did you mean" not in str(info.value)
+
+
 def test_duplicate_namespace() -> None:
     reg = registry_with(FakeZoo().namespace(), family="backbones")
     other = ComponentNamespace("zoo/", lambda p: [], lambda n: None, distribution="other-zoo")

@@ -12,7 +12,9 @@ from pixcore._config import RunConfig as RunConfig
 from pixcore._config import TaskConfig as TaskConfig
 from pixcore._config import TrainerConfig as TrainerConfig
 from pixcore._config import load_config as load_config
+from pixcore._errors import CheckpointError as CheckpointError
 from pixcore._errors import ConfigError as ConfigError
+from pixcore._errors import DeviceError as DeviceError
 from pixcore._errors import DuplicateComponentError as DuplicateComponentError
 from pixcore._errors import PixcoreError as PixcoreError
 from pixcore._errors import PluginLoadError as PluginLoadError
@@ -55,12 +57,14 @@ __all__ = [
     "FAMILIES",
     "Augmentation",
     "Backbone",
+    "CheckpointError",
     "Component",
     "ComponentConfig",
     "ComponentNamespace",
     "ConfigError",
     "DataConfig",
     "Dataset",
+    "DeviceError",
     "DuplicateComponentError",
     "FeatureLevel",
     "Head",

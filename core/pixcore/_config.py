@@ -9,13 +9,19 @@ model from the registry. Both passes report the dotted config path of a bad valu
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
+import shlex
+import types
+import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pixcore._errors import ConfigError
+from pixcore._errors import ConfigError, DeviceError
 
 __all__ = [
     "ComponentConfig",
@@ -25,13 +31,27 @@ __all__ = [
     "RunConfig",
     "TaskConfig",
     "TrainerConfig",
+    "check_device",
     "load_config",
     "validate_config",
 ]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: no setting is meaningful at inf or nan (`lr: .inf` is a typo).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+#: The device names pixcore accepts, as shown in error messages.
+DEVICE_FORMS = "'auto', 'cpu', 'cuda', 'cuda:N' (N: a GPU index, e.g. 'cuda:1') or 'mps'"
+_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(name: str) -> str:
+    """Return ``name`` if it is a device name pixcore accepts; raise :class:`DeviceError` if not."""
+    if not isinstance(name, str) or not _DEVICE_PATTERN.fullmatch(name):
+        raise DeviceError(f"device {name!r} is not a device name; use {DEVICE_FORMS}")
+    return name
 
 
 class ComponentConfig(_Strict):
@@ -247,17 +267,25 @@ class TrainerConfig(_Strict):
         description="Let cuDNN pick the fastest convolution algorithms for the input sizes "
         "(torch.backends.cudnn.benchmark). None: on for CUDA. Turn it off for varying input sizes.",
     )
-    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
+    device: str = Field(
+        default="auto",
+        description="'auto' (CUDA, else MPS, else CPU), 'cpu', 'cuda', 'cuda:N' (GPU N, e.g. "
+        "'cuda:1') or 'mps'.",
+    )
     seed: int = Field(
         default=0,
         description="Drives the initialisation, the data order, augmentation and data-loader workers.",
     )
-    eval_every: int | None = Field(default=None, ge=1, description="Steps; None: only at the end.")
+    eval_every: int | None = Field(
+        default=1000, ge=1,
+        description="Evaluate on data.val every this many steps, and at the last step (None: only "
+        "at the last step).",
+    )
     log_every: int = Field(default=10, ge=1, description="Steps between log rows (and at the last step).")
     checkpoint_every: int | None = Field(
-        default=None, ge=1,
-        description="Write the checkpoint every this many steps (None: only at the end). "
-        "A run resumes from the last one exactly.",
+        default=500, ge=1,
+        description="Write the checkpoint every this many steps, and when the run ends (None: only "
+        "when it ends). A run resumes from the last one exactly.",
     )
     progress: bool = Field(default=True, description="Show a progress bar (rank 0).")
     on_non_finite: Literal["stop", "skip"] = Field(
@@ -286,6 +314,11 @@ class TrainerConfig(_Strict):
     early_stopping_patience: int = Field(
         default=3, ge=1, description="Evaluations without improvement before early stopping."
     )
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        return check_device(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -317,15 +350,59 @@ class RunConfig(_Strict):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
 
-def _format(error: ValidationError, source: str) -> str:
+def _members(annotation: Any) -> list[Any]:
+    """The alternatives of a union annotation (``X | None``), else the annotation itself."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [member for arg in typing.get_args(annotation) for member in _members(arg)]
+    return [annotation]
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _inner(annotation: Any, part: int | str) -> list[Any]:
+    """The annotations one step of an error location (a key or an index) inside ``annotation``."""
+    found = []
+    for member in _members(annotation):
+        origin, args = typing.get_origin(member), typing.get_args(member)
+        if _is_model(member) and isinstance(part, str) and part in member.model_fields:
+            found.append(member.model_fields[part].annotation)
+        elif origin is dict and len(args) == 2:
+            found.append(args[1])
+        elif origin in (list, tuple) and args and isinstance(part, int):
+            found.append(args[0])
+    return found
+
+
+def _allowed_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """The keys of the config section at ``loc`` under ``model`` (empty if it cannot be told)."""
+    annotations: list[Any] = [model]
+    for part in loc:
+        annotations = [inner for annotation in annotations for inner in _inner(annotation, part)]
+    members = [m for annotation in annotations for m in _members(annotation) if _is_model(m)]
+    return sorted({name for member in members for name in member.model_fields})
+
+
+def _unknown_key_hint(model: type[BaseModel], loc: Sequence[int | str]) -> str:
+    allowed = _allowed_keys(model, loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=3, cutoff=0.6)
+    if close:
+        return " - did you mean " + " or ".join(repr(name) for name in close) + "?"
+    known = f"; the keys here are: {', '.join(allowed)}" if allowed else ""
+    return f" - remove it or check its spelling{known}"
+
+
+def _format(error: ValidationError, source: str, model: type[BaseModel]) -> str:
     lines = [f"invalid configuration{f' in {source}' if source else ''}:"]
     for item in error.errors():
         path = ".".join(str(p) for p in item["loc"]) or "<root>"
         got = "" if item["type"] == "missing" else f" (got {item['input']!r})"
         hint = ""
         if item["type"] == "extra_forbidden":
-            hint = " - remove it or check its spelling"
-        lines.append(f"  {path}: {item['msg']}{got}{hint}")
+            hint = _unknown_key_hint(model, item["loc"])
+        message = item["msg"].removeprefix("Value error, ")  # our validators' own messages
+        lines.append(f"  {path}: {message}{got}{hint}")
     return "\n".join(lines)
 
 
@@ -334,7 +411,7 @@ def validate_config(model: type[BaseModel], data: Any, source: str = "") -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_format(error, source)) from None
+        raise ConfigError(_format(error, source, model)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -384,4 +461,18 @@ def _apply_override(data: Any, override: str) -> None:
         node = node.setdefault(part, {})
     if not isinstance(node, dict):
         raise ConfigError(f"override {override!r}: {'.'.join(parts[:-1]) or '<root>'} is not a mapping")
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        quoted = shlex.quote(f"{key.strip()}={json.dumps(raw)}")
+        raise ConfigError(
+            f"override {override!r}: its value {raw!r} is not valid YAML ({_yaml_problem(error)}). "
+            f"Complete it (e.g. close a [list] or {{mapping}}), or quote it to set the text as it "
+            f"is: --set {quoted}"
+        ) from None
+
+
+def _yaml_problem(error: Exception) -> str:
+    """What PyYAML says is wrong, without its position marks (an override is one line)."""
+    parts = [getattr(error, "context", None), getattr(error, "problem", None)]
+    return ", ".join(str(part) for part in parts if part) or str(error)

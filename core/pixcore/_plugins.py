@@ -51,12 +51,17 @@ class PluginLoadWarning(UserWarning):
 
 @dataclass
 class PluginInfo:
-    """What ``pixcore plugins`` shows for one plugin."""
+    """What ``pixcore plugins`` shows for one plugin.
+
+    ``status``: "loaded"; "failed" (it did not import, or a hook raised; ``error`` says
+    why); "blocked" (by ``PIXCORE_BLOCK_PLUGINS``); "clash" (it registers a name that another
+    plugin registers too; ``error`` names both and the name).
+    """
 
     name: str
     distribution: str
     version: str | None
-    status: Literal["loaded", "failed", "blocked"]
+    status: Literal["loaded", "failed", "blocked", "clash"]
     error: str | None = None
     registered: dict[str, list[str]] = field(default_factory=dict)
 
@@ -124,15 +129,16 @@ class PluginManager:
                 self._fail(ep.name, dist_name, version, str(error), error)
 
     def _fail(self, name: str, dist: str, version: str | None, error: str, cause: BaseException) -> None:
-        message = (
-            f"pixcore plugin {name!r} (distribution {dist} {version or ''}) failed to load and "
-            f"was skipped: {error}. Fix or uninstall it (pip uninstall {dist}), or block it "
-            f"with {BLOCK_ENV}={name}."
-        )
         self._infos[name] = PluginInfo(name, dist, version, "failed", error=error)
+        plugin = f"pixcore plugin {name!r} (distribution {dist}{f' {version}' if version else ''})"
+        fix = f"Fix or uninstall it (pip uninstall {dist}), or block it with {BLOCK_ENV}={name}"
         if self.strict:
-            raise PluginLoadError(message) from cause
-        warnings.warn(message, PluginLoadWarning, stacklevel=3)
+            raise PluginLoadError(
+                f"{plugin} failed to load: {error}. {fix}; or unset {STRICT_ENV} to skip a "
+                "plugin that fails, with a warning."
+            ) from cause
+        warnings.warn(f"{plugin} failed to load and was skipped: {error}. {fix}.", PluginLoadWarning,
+                      stacklevel=3)
 
     def register(
         self,
@@ -187,22 +193,45 @@ class PluginManager:
         with self._lock:
             if self._registries is not None:
                 return self._registries
-            registries: dict[str, Registry[Any]] = {family: Registry(family) for family in FAMILIES}
-            for info in self._infos.values():
-                info.registered = {}
-            for family in FAMILIES:
-                hook = getattr(self._pm.hook, f"pixcore_{family}")
-                # pluggy calls the newest plugin first; register in load order instead so
-                # that built-ins come first and a duplicate is blamed on the later plugin.
-                for impl in hook.get_hookimpls():
-                    info = self._infos[impl.plugin_name]
-                    for record in self._call(impl, family, info):
-                        record = dataclasses.replace(record, distribution=self._label(info))
-                        registries[family].register(record)
-                        label = record.prefix + "*" if isinstance(record, ComponentNamespace) else record.name
-                        info.registered.setdefault(family, []).append(label)
+            registries, clashes = self._collect()
+            if clashes:
+                raise clashes[0]
             self._registries = registries
             return registries
+
+    def _collect(self) -> tuple[dict[str, Registry[Any]], list[DuplicateComponentError]]:
+        """Call every registration hook; a name registered twice is recorded, not raised."""
+        registries: dict[str, Registry[Any]] = {family: Registry(family) for family in FAMILIES}
+        clashes: list[DuplicateComponentError] = []
+        for name, info in self._infos.items():
+            info.registered = {}
+            if self._pm.has_plugin(name):  # loaded: its status is worked out again below
+                info.status, info.error = "loaded", None
+        for family in FAMILIES:
+            owners: dict[str, PluginInfo] = {}
+            hook = getattr(self._pm.hook, f"pixcore_{family}")
+            # pluggy calls the newest plugin first; register in load order instead so
+            # that built-ins come first and a duplicate is blamed on the later plugin.
+            for impl in hook.get_hookimpls():
+                info = self._infos[impl.plugin_name]
+                for record in self._call(impl, family, info):
+                    record = dataclasses.replace(record, distribution=self._label(info))
+                    label = record.prefix + "*" if isinstance(record, ComponentNamespace) else record.name
+                    try:
+                        registries[family].register(record)
+                    except DuplicateComponentError as error:
+                        clashes.append(error)
+                        self._clash(str(error), owners[label], info)
+                        continue
+                    owners[label] = info
+                    info.registered.setdefault(family, []).append(label)
+        return registries, clashes
+
+    @staticmethod
+    def _clash(message: str, *infos: PluginInfo) -> None:
+        for info in infos:
+            info.status = "clash"
+            info.error = message if info.error is None else f"{info.error}\n{message}"
 
     def _call(self, impl: pluggy.HookImpl, family: str, info: PluginInfo) -> list[Component | ComponentNamespace]:
         try:
@@ -230,17 +259,15 @@ class PluginManager:
         return f"{info.distribution} {info.version}" if info.version else info.distribution
 
     def plugins(self) -> list[PluginInfo]:
-        """Every known plugin (loaded, failed or blocked) with what it registered.
+        """Every known plugin (loaded, failed, blocked or clashing) with what it registered.
 
         A duplicate name does not stop the listing (it is what one runs to find the
-        clash): the error is attached to the plugins involved instead.
+        clash): the plugins involved get the status "clash" and the error instead.
         """
         try:
             self._build()
-        except DuplicateComponentError as error:
-            for info in self._infos.values():
-                if info.distribution in str(error):
-                    info.error = str(error)
+        except DuplicateComponentError:
+            pass  # recorded on both plugins involved by _collect
         return list(self._infos.values())
 
 

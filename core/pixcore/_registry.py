@@ -192,11 +192,19 @@ class Registry(Generic[T]):
                 raise self._unknown(name, candidates=namespace.list_names(prefix + "*"))
         raise self._unknown(name, candidates=self._components)
 
+    def _namespaced(self, key: str) -> list[str]:
+        """Registered names that are ``key`` inside a namespace, e.g. 'timm/resnet18' for 'resnet18'."""
+        found = [name for name in self._components if name.endswith("/" + key)]
+        found += [p + key for p, ns in self._namespaces.items() if ns.resolve(p + key) is not None]
+        return sorted(found)
+
     def _unknown(self, name: str, candidates: Iterable[str]) -> UnknownComponentError:
         candidates = list(candidates)
         singular = self.singular
         message = f"unknown {singular} {name!r}."
-        close = difflib.get_close_matches(name.lower(), candidates, n=3, cutoff=0.6)
+        close = self._namespaced(name.strip().lower()) or difflib.get_close_matches(
+            name.lower(), candidates, n=3, cutoff=0.6
+        )
         if close:
             message += " Did you mean " + " or ".join(repr(c) for c in close) + "?"
         covered = any(name.lower().startswith(prefix) for prefix in self._namespaces)

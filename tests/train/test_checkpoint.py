@@ -1,13 +1,19 @@
-"""Checkpoints: round trip, atomic writes, refusal of pickles, clear errors."""
+"""Checkpoints: round trip, atomic writes, refusal of pickles, clear errors, file permissions."""
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import re
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import save_file
 from torch import nn
 
 from pixcore.train import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
@@ -104,3 +110,118 @@ def test_missing_and_mismatched_checkpoints_explain_themselves(tmp_path: Path) -
         load_checkpoint(path, other)
     report = load_checkpoint(path, other, strict=False)
     assert "1.weight" in report.unexpected_keys
+
+
+# -- files that are not usable checkpoints say what they are ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (lambda good: b"", r"is empty \(0 bytes\)"),
+        (lambda good: good[:5], r"is truncated: 5 bytes, fewer than the 8"),
+        (lambda good: good[:100], r"is truncated: 100 bytes, but its header alone needs \d+"),
+        (lambda good: good[:-10], rf"is truncated: \d+ bytes of the \d+ its header describes"),
+        (lambda good: bytes(range(256)) * 4, r"is not a safetensors file: its first 8 bytes.*say \d+ bytes"),
+        (lambda good: (1 << 40).to_bytes(8, "little") + b"{}", r"say 1099511627776 bytes, more than"),
+        (lambda good: (6).to_bytes(8, "little") + b"{oops}", r"is damaged: it does not start with the JSON"),
+    ],
+    ids=["empty", "shorter-than-8", "truncated-header", "truncated-data", "random", "huge-header", "bad-json"],
+)
+def test_a_damaged_checkpoint_is_described(
+    tmp_path: Path, content: Callable[[bytes], bytes], expected: str
+) -> None:
+    good = save_checkpoint(tmp_path / "good.safetensors", _model(0)).read_bytes()
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content(good))
+    for read in (read_metadata, lambda p: load_checkpoint(p, _model(0))):
+        with pytest.raises(CheckpointError) as info:
+            read(path)
+        message = str(info.value)
+        assert message.startswith(f"{path} ")
+        assert re.search(expected, message), message
+        assert "not a usable pixcore checkpoint" in message and "copy it again" in message
+
+
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy-pickle"])
+def test_a_torch_checkpoint_is_recognised_and_pointed_to_model_pretrained(tmp_path: Path, zipped: bool) -> None:
+    path = tmp_path / "weights.pt"
+    torch.save(_model(0).state_dict(), path, _use_new_zipfile_serialization=zipped)
+    with pytest.raises(CheckpointError) as info:
+        read_metadata(path)
+    assert str(info.value) == (
+        f"{path} is a torch checkpoint (.pt), not a pixcore checkpoint (.safetensors). To start "
+        f"training from its weights, use model.pretrained: {path} in the run config"
+    )
+
+
+def test_a_run_folder_given_as_checkpoint_points_to_the_file_inside(tmp_path: Path) -> None:
+    inside = save_checkpoint(tmp_path / "run" / "checkpoint.safetensors", _model(0))
+    with pytest.raises(CheckpointError, match=f"is a folder, not a checkpoint file; did you mean {inside}"):
+        read_metadata(tmp_path / "run")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("{not json", r"its pixcore metadata \(the header entry 'pixcore'\) is not valid JSON \(Expecting"),
+    ("[1, 2]", r"its pixcore metadata is a JSON list, not an object"),
+])
+def test_metadata_that_is_not_a_json_object_names_the_file(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "odd.safetensors"
+    save_file({"model.w": torch.zeros(2)}, str(path), metadata={"pixcore": text})
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: {expected}"):
+        read_metadata(path)
+
+
+# -- writing: a full disk, and the permissions of the file -----------------------------------
+
+
+def _no_space_os(tensors: dict[str, torch.Tensor], filename: str, metadata: dict[str, str]) -> None:
+    Path(filename).write_bytes(b"half a checkpoint")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+
+
+def _no_space_safetensors(tensors: dict[str, torch.Tensor], filename: str, metadata: dict[str, str]) -> None:
+    Path(filename).write_bytes(b"half a checkpoint")
+    raise SafetensorError(
+        f'Error while serializing: I/O error: No space left on device (os error 28) at path "{filename}"'
+    )
+
+
+@pytest.mark.parametrize("writer", [_no_space_os, _no_space_safetensors], ids=["OSError", "SafetensorError"])
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: Callable[..., None]
+) -> None:
+    path = save_checkpoint(tmp_path / "c.safetensors", _model(0), metadata={"step": 1})
+    monkeypatch.setattr(checkpoint_module, "save_file", writer)
+    with pytest.raises(CheckpointError) as info:
+        save_checkpoint(path, _model(1), metadata={"step": 2})
+    message = str(info.value)
+    assert message.startswith(f"cannot write the checkpoint {path}: No space left on device. ")
+    assert re.search(r"[\d,.]+ MB are free on that disk and the checkpoint needs about [\d.]+ MB", message)
+    assert "previous checkpoint at that path, if any, is unchanged" in message
+    assert "Free disk space, or write the run to another folder (--out)" in message
+    assert read_metadata(path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.safetensors"], "the temporary file is removed"
+
+
+def test_a_safetensors_error_that_is_not_about_the_disk_is_not_disguised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def bug(tensors: dict[str, torch.Tensor], filename: str, metadata: dict[str, str]) -> None:
+        raise SafetensorError("Some tensors share memory")
+
+    monkeypatch.setattr(checkpoint_module, "save_file", bug)
+    with pytest.raises(SafetensorError, match="share memory"):
+        save_checkpoint(tmp_path / "c.safetensors", _model(0))
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_a_checkpoint_gets_the_permissions_of_any_new_file(tmp_path: Path, umask: int, mode: int) -> None:
+    previous = os.umask(umask)
+    checkpoint_module._umask.cache_clear()
+    try:
+        path = save_checkpoint(tmp_path / "c.safetensors", _model(0))
+    finally:
+        os.umask(previous)
+        checkpoint_module._umask.cache_clear()
+    assert stat.S_IMODE(path.stat().st_mode) == mode

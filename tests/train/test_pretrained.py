@@ -171,3 +171,16 @@ def test_unreadable_files_name_the_file(tmp_path: Path) -> None:
     torch.save({"optimizer": {"lr": 0.1}, "epoch": 3}, listed)
     with pytest.raises(CheckpointError, match="found no state dict.*'epoch', 'optimizer'"):
         load_pretrained(_model(), listed)
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"", "is empty (0 bytes)"),
+    (b"\x10\x00\x00\x00\x00\x00\x00\x00{", "is truncated: 9 bytes, but its header alone needs 24"),
+    ((1 << 40).to_bytes(8, "little") + b"{}", "is not a safetensors file: its first 8 bytes"),
+])
+def test_a_damaged_safetensors_file_says_what_is_wrong(tmp_path: Path, content: bytes, expected: str) -> None:
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_pretrained(_model(), path)
+    assert str(info.value).startswith(f"{path} {expected}")

@@ -16,16 +16,25 @@ Layout of ``*.safetensors``:
 
 Nothing is pickled, so loading a checkpoint from an untrusted source cannot run code.
 Writes go to a temporary file in the same folder (``.<name>.tmp-<host>-<pid>``), are
-fsync'ed, then renamed over the target: a process killed at any moment leaves either
-the previous or the new checkpoint, complete. Only the target name is ever read; a
-temporary file left by a killed process is removed by the next save to the same path.
+fsync'ed, then renamed over the target: a process killed at any moment, or a full disk,
+leaves either the previous or the new checkpoint, complete. Only the target name is ever
+read; a temporary file left by a killed process is removed by the next save to the same
+path. The file gets the permissions of any new file (``0o666`` less the umask).
+
+A file that cannot be read is described by what it is (empty, truncated, a torch
+checkpoint, not safetensors at all) rather than by the safetensors parser's error.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import json
 import os
 import random
+import re
+import shutil
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,16 +43,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from pixcore._errors import PixcoreError
+from pixcore._errors import CheckpointError
 
 __all__ = [
     "CheckpointError",
     "LoadReport",
     "RngState",
+    "describe_damage",
     "load_checkpoint",
     "read_metadata",
     "read_rng_state",
@@ -52,9 +62,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 
-
-class CheckpointError(PixcoreError):
-    """A checkpoint file is missing, damaged, or does not fit the model."""
+#: safetensors refuses a header larger than this (its MAX_HEADER_SIZE).
+MAX_HEADER_BYTES = 100_000_000
 
 
 @dataclass
@@ -203,17 +212,156 @@ def save_checkpoint(
             meta["rng"]["ranks"] = [{"python": s.python, "numpy": s.numpy} for s in states[1:]]
     header = {"pixcore": json.dumps(meta, default=_json_default)}
     _remove_stale_temporaries(path)
+    _write_atomically(path, tensors, header)
+    return path
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask. Reading it means setting it, so it is read once and put back."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_atomically(path: Path, tensors: dict[str, torch.Tensor], header: dict[str, str]) -> None:
+    """Write a temporary file, give it the usual permissions, sync it, rename it to ``path``."""
     tmp = _temporary_name(path)
     try:
         save_file(tensors, str(tmp), metadata=header)
+        # safetensors writes through a temporary file of its own, created 0600. Best effort:
+        # some network file systems refuse chmod, and a checkpoint matters more than its mode.
+        with contextlib.suppress(PermissionError, NotImplementedError):
+            os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as handle:  # data must be on disk before the rename
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except (OSError, SafetensorError) as error:
+        code = _os_error_code(error)
+        if code is None:
+            raise  # a safetensors error that is not about the disk: a bug, not the user's
+        reason = os.strerror(code) if code else str(error)
+        raise _write_failed(path, code, reason, sum(t.nbytes for t in tensors.values())) from error
     finally:
         if tmp.exists():
             tmp.unlink()
-    return path
+
+
+def _os_error_code(error: BaseException) -> int | None:
+    """The errno of an OSError, or of the I/O error a SafetensorError reports in its text."""
+    if isinstance(error, OSError):
+        return error.errno if error.errno is not None else 0
+    match = re.search(r"os error (\d+)", str(error))
+    return int(match.group(1)) if match else None
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB" if size < 1e8 else f"{size / 1e6:,.0f} MB"
+
+
+def _write_failed(path: Path, code: int, reason: str, size: int) -> CheckpointError:
+    try:
+        free = f"{_megabytes(shutil.disk_usage(path.parent).free)} are free on that disk and "
+    except OSError:
+        free = ""
+    full = code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    fix = "Free disk space" if full else "Make the folder writable"
+    needs = f"{free}the checkpoint needs about {_megabytes(size)}"
+    return CheckpointError(
+        f"cannot write the checkpoint {path}: {reason}. {needs[0].upper()}{needs[1:]}. The "
+        f"previous checkpoint at that path, if any, is unchanged. {fix}, or write the run to "
+        "another folder (--out)."
+    )
+
+
+def _first_bytes(path: Path, count: int = 8) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(count)
+
+
+def _is_torch_file(head: bytes) -> bool:
+    """torch.save's format: a zip archive (``PK``), or before torch 1.6 a pickle (``\\x80``)."""
+    return head.startswith(b"PK\x03\x04") or (len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def _header_damage(path: Path, size: int, header_bytes: int) -> str | None:
+    """What is wrong with a safetensors header that says it is ``header_bytes`` long."""
+    if header_bytes > MAX_HEADER_BYTES:
+        return (
+            f"is not a safetensors file: its first 8 bytes, a safetensors file's header size, say "
+            f"{header_bytes} bytes, more than safetensors allows ({MAX_HEADER_BYTES}); it holds "
+            "other data, or is damaged"
+        )
+    if 8 + header_bytes > size:
+        return f"is truncated: {size} bytes, but its header alone needs {8 + header_bytes}"
+    with path.open("rb") as handle:
+        handle.seek(8)
+        header = handle.read(header_bytes)
+    try:
+        entries = json.loads(header)
+        end = max((v["data_offsets"][1] for k, v in entries.items() if k != "__metadata__"), default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return "is damaged: it does not start with the JSON header of a safetensors file"
+    if 8 + header_bytes + end > size:
+        return f"is truncated: {size} bytes of the {8 + header_bytes + end} its header describes"
+    return None
+
+
+def describe_damage(path: str | Path) -> str | None:
+    """Why ``path`` is not a readable safetensors file, told from its bytes; None if it looks whole.
+
+    The answer completes a sentence that starts with the path: "is empty (0 bytes)", "is
+    truncated: ...", "is a torch checkpoint ...", "is not a safetensors file: ...".
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return "is a folder, not a file"
+        size = path.stat().st_size
+        head = _first_bytes(path)
+        if size == 0:
+            return "is empty (0 bytes): it was never written completely"
+        if _is_torch_file(head):
+            return "is a torch checkpoint (written by torch.save), not a safetensors file"
+        if size < 8:
+            return f"is truncated: {size} bytes, fewer than the 8 that start every safetensors file"
+        return _header_damage(path, size, int.from_bytes(head, "little"))
+    except OSError as error:
+        return f"cannot be read: {error.strerror or error}"
+
+
+def _unreadable_checkpoint(path: Path, error: Exception) -> CheckpointError:
+    inside = path / "checkpoint.safetensors"
+    if path.is_dir() and inside.is_file():
+        return CheckpointError(f"{path} is a folder, not a checkpoint file; did you mean {inside}?")
+    if path.is_file() and _is_torch_file(_first_bytes(path)):
+        return CheckpointError(
+            f"{path} is a torch checkpoint (.pt), not a pixcore checkpoint (.safetensors). To start "
+            f"training from its weights, use model.pretrained: {path} in the run config"
+        )
+    damage = describe_damage(path) or f"is not a readable safetensors file ({error})"
+    return CheckpointError(
+        f"{path} {damage}, so it is not a usable pixcore checkpoint. Give the "
+        "checkpoint.safetensors that `pixcore train` wrote into its --out folder (it is written "
+        "whole or not at all); if this file is a copy, copy it again"
+    )
+
+
+def _parse_metadata(path: Path, text: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(text)
+    except ValueError as error:
+        raise CheckpointError(
+            f"{path}: its pixcore metadata (the header entry 'pixcore') is not valid JSON "
+            f"({error}); the file was changed after pixcore wrote it. Use another checkpoint of the run"
+        ) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"{path}: its pixcore metadata is a JSON {type(meta).__name__}, not an object of run "
+            "information; the file was changed after pixcore wrote it. Use another checkpoint of the run"
+        )
+    return meta
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -225,12 +373,10 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
     except Exception as error:
-        raise CheckpointError(
-            f"{path} is not a readable pixcore checkpoint (safetensors): {error}"
-        ) from None
+        raise _unreadable_checkpoint(path, error) from None
     if "pixcore" not in header:
         raise CheckpointError(f"{path} is a safetensors file but not a pixcore checkpoint")
-    return json.loads(header["pixcore"])  # type: ignore[no-any-return]
+    return _parse_metadata(path, header["pixcore"])
 
 
 def load_checkpoint(

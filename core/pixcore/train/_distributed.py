@@ -50,17 +50,37 @@ class DistributedInfo:
 
 
 def select_device(name: str = "auto") -> torch.device:
-    """``"auto"``: CUDA if available, else Apple MPS, else CPU; otherwise ``name`` as given."""
-    if name != "auto":
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise PixcoreError(f"device {name!r} was asked for but CUDA is not available; use 'auto' or 'cpu'")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """``"auto"``: CUDA if available, else Apple MPS, else CPU; otherwise ``name`` as given.
+
+    Raises :class:`~pixcore.DeviceError` for a name that is not a device (``"gpu0"``; the
+    forms are those of ``trainer.device``) and for a device this machine does not have.
+    """
+    from pixcore._config import check_device
+    from pixcore._errors import DeviceError
+
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if check_device(name) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if mps else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA support"
+        raise DeviceError(
+            f"device {name!r} was asked for but CUDA is not available here (PyTorch "
+            f"{torch.__version__} with {build}; no GPU is visible to it); use 'auto' or 'cpu'"
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise DeviceError(
+            f"device {name!r} was asked for but {count} CUDA device(s) are visible (cuda:0 to "
+            f"cuda:{count - 1}); choose one of those, 'cuda', or check CUDA_VISIBLE_DEVICES"
+        )
+    if device.type == "mps" and not mps:
+        raise DeviceError(
+            f"device {name!r} was asked for but Apple MPS is not available here; use 'auto' or 'cpu'"
+        )
+    return device
 
 
 def _launched_world_size() -> int:

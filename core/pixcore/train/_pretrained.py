@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from pixcore._config import PretrainedConfig, RunConfig
 from pixcore._errors import ConfigError
-from pixcore.train._checkpoint import CheckpointError
+from pixcore.train._checkpoint import CheckpointError, describe_damage
 
 __all__ = [
     "PretrainedReport",
@@ -43,7 +43,9 @@ __all__ = [
 ]
 
 #: Keys under which torch checkpoints commonly nest their state dict, tried in this order.
-NESTED_KEYS = ("state_dict", "model", "model_state_dict", "module", "net")
+NESTED_KEYS = (
+    "state_dict", "model", "model_state_dict", "module", "net", "state_dict_ema", "model_ema",
+)
 
 
 @dataclass
@@ -138,7 +140,8 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], bool]:
     """The tensors of a weights file, and whether it is a pixcore checkpoint.
 
     See the module docstring for the formats. Raises :class:`CheckpointError` naming the
-    file for anything it cannot read safely.
+    file for anything it cannot read safely (a missing, empty, truncated or damaged file, a
+    folder, a pickle that would run code). Plugins that load weights files read them here.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -150,7 +153,8 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], bool]:
                 names = [k for k in handle.keys() if not is_pixcore or k.startswith("model.")]  # noqa: SIM118
                 tensors = {k: handle.get_tensor(k) for k in names}
         except Exception as error:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+            damage = describe_damage(path) or f"is not a readable safetensors file ({error})"
+            raise CheckpointError(f"{path} {damage}") from None
         if is_pixcore:
             tensors = {k[len("model."):]: v for k, v in tensors.items()}
         return tensors, is_pixcore

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import socket
 import time
 from pathlib import Path
@@ -90,6 +91,12 @@ def test_unknown_name_lists_close_matches(backbones: pixcore.Registry) -> None:
     assert "timm/resnet18.a1_in1k" in backbones  # pretrained tags resolve
 
 
+def test_a_name_without_the_timm_prefix_suggests_it(backbones: pixcore.Registry) -> None:
+    expected = r"unknown backbone 'resnet18'\. Did you mean 'timm/resnet18'\?"
+    with pytest.raises(pixcore.UnknownComponentError, match=expected):
+        backbones.get("resnet18")
+
+
 def test_parameters_are_validated(backbones: pixcore.Registry) -> None:
     with pytest.raises(pixcore.ConfigError, match="out_index"):
         backbones.create("timm/resnet18", {"out_index": [1]})
@@ -134,6 +141,56 @@ def test_a_wrong_weights_file_is_explained(
     safetensors.torch.save_file({"something.weight": torch.zeros(2)}, str(path))
     with pytest.raises(pixcore.ConfigError, match="does not fit this architecture"):
         backbones.create("timm/resnet18", {"pretrained": str(path)})
+
+
+@pytest.fixture(scope="module")
+def resnet18_weights() -> dict[str, torch.Tensor]:
+    return timm.create_model("resnet18").state_dict()
+
+
+def _damaged(weights: dict[str, torch.Tensor], path: Path, variant: str) -> None:
+    """Write ``path`` as one of the ways a weights file goes wrong."""
+    if variant == "directory":
+        path.mkdir()
+        return
+    if variant in ("wrong-shape", "missing-key"):
+        changed = dict(weights)
+        if variant == "wrong-shape":
+            changed["layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
+        else:
+            del changed["layer1.0.conv1.weight"]
+        safetensors.torch.save_file(changed, str(path))
+        return
+    whole = safetensors.torch.save(weights)
+    path.write_bytes({
+        "empty": b"",
+        "truncated": whole[: len(whole) // 2],
+        "random-bytes": bytes(range(256)) * 64,
+        "header-too-large": (1 << 40).to_bytes(8, "little") + b'{"a": 1}',
+    }[variant])
+
+
+@pytest.mark.parametrize(("variant", "expected"), [
+    ("empty", r"is empty \(0 bytes\)"),
+    ("truncated", r"is truncated: \d+ bytes of the \d+ its header describes"),
+    ("random-bytes", r"is not a safetensors file"),
+    ("header-too-large", r"header size, say 1099511627776 bytes, more than safetensors allows"),
+    ("wrong-shape", r"size mismatch for layer1\.0\.conv1\.weight"),
+    ("missing-key", r"does not fit this architecture: it lacks 1 weight\(s\) of the backbone "
+                    r"\(layer1\.0\.conv1\.weight\)"),
+    ("directory", r"does not exist \(or is not a file\)"),
+])
+def test_a_damaged_weights_file_names_the_file_and_the_problem(
+    backbones: pixcore.Registry, offline: None, tmp_path: Path, resnet18_weights: dict[str, torch.Tensor],
+    variant: str, expected: str,
+) -> None:
+    path = tmp_path / "resnet18.safetensors"
+    _damaged(resnet18_weights, path, variant)
+    with pytest.raises(pixcore.PixcoreError) as info:
+        backbones.create("timm/resnet18", {"pretrained": str(path)})
+    message = str(info.value)
+    assert message.startswith("timm/resnet18: ") and str(path) in message
+    assert re.search(expected, message), message
 
 
 def test_freeze(backbones: pixcore.Registry) -> None:

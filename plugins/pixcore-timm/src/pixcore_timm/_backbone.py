@@ -72,7 +72,25 @@ def _weights_file(model_name: str, pretrained: bool | str) -> Path | None:
             f"timm/{model_name}: pretrained weights file {str(path)!r} does not exist (or is not a "
             "file). `pretrained` takes a local .safetensors file or torch checkpoint, or false."
         )
+    _check_readable(model_name, path)
     return path
+
+
+def _check_readable(model_name: str, path: Path) -> None:
+    """Read ``path`` with the reader of ``model.pretrained`` before timm reads it.
+
+    That reader names the file and what is wrong with it (empty, truncated, not safetensors,
+    a pickle that would run code); timm's own would fail with a parser's traceback.
+    """
+    from pixcore.train import read_state_dict  # lazy: listing must stay fast
+
+    try:
+        read_state_dict(path)
+    except pixcore.CheckpointError as error:
+        raise pixcore.CheckpointError(
+            f"timm/{model_name}: cannot use the `pretrained` weights file: {error}. Give a "
+            ".safetensors file or torch checkpoint of this architecture, or `pretrained: false`."
+        ) from None
 
 
 class _MissingKeys(logging.Handler):
@@ -119,11 +137,13 @@ class TimmBackbone(pixcore.Backbone):
     """Any timm model, built with ``features_only=True``, as a multi-scale backbone.
 
     ``feature_info`` comes from timm's own feature metadata (``channels()`` and
-    ``reduction()``). Pretrained weights are loaded only from a local file, through
-    timm's file override (``pretrained_cfg_overlay={"file": ...}``), which reads
-    ``.safetensors`` with safetensors and anything else with ``torch.load(...,
-    weights_only=True)``; a checkpoint of the full classifier or of the feature
-    extractor both work, and ``in_chans`` other than 3 adapts the stem as timm does.
+    ``reduction()``). Pretrained weights are loaded only from a local file. pixcore's
+    reader of ``model.pretrained`` reads it first, so that a damaged file is named and
+    described; then timm loads it through its file override
+    (``pretrained_cfg_overlay={"file": ...}``), which reads ``.safetensors`` with
+    safetensors and anything else with ``torch.load(..., weights_only=True)``; a
+    checkpoint of the full classifier or of the feature extractor both work, and
+    ``in_chans`` other than 3 adapts the stem as timm does.
     Every weight of the feature extractor must come from the file: timm loads feature
     extractors non-strictly and only logs what is missing, so that report is turned
     into a :class:`pixcore.ConfigError` instead of leaving layers silently random.
