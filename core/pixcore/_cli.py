@@ -1,9 +1,16 @@
-"""The ``pixcore`` command line: demo, train, eval, predict, plugins, list."""
+"""The ``pixcore`` command line: demo, train, eval, predict, plugins, list.
+
+A mistake of the user's (a :class:`~pixcore.PixcoreError`: a bad config value, a damaged
+checkpoint, an unknown device) is one line on stderr, ``pixcore: error: ...``, and exit
+status 2. Anything else is a bug and shows its traceback. ``--debug`` (or
+``PIXCORE_DEBUG=1``) shows the traceback of user errors too.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from importlib.resources import files
@@ -12,7 +19,10 @@ from typing import Any
 
 from pixcore._errors import PixcoreError
 
-__all__ = ["main"]
+__all__ = ["DEBUG_ENV", "main"]
+
+#: Set to 1 to show the traceback of every error, as ``pixcore --debug`` does.
+DEBUG_ENV = "PIXCORE_DEBUG"
 
 #: The demo's promise: how far the model must beat each trivial baseline.
 #: (task, metric key, higher is better, required ratio model/baseline)
@@ -47,7 +57,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     device = select_device(config.trainer.device)
     print(f"pixcore demo: {config.trainer.steps} steps on {device}, writing to {out}/", flush=True)
 
-    trainer, result = train(config, out_dir=out)
+    trainer, result = train(config, out_dir=out, overwrite=True)  # a new demo replaces the last one
     model = trainer.model
 
     # Trivial baselines, fitted on training scenes and scored on the same held-out scenes.
@@ -111,6 +121,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from pixcore.train._launch import record_exit_status
+
+    code = _train(args)
+    record_exit_status(code)  # for `pixcore launch`, when it started this process
+    return code
+
+
+def _train(args: argparse.Namespace) -> int:
     from pixcore._config import load_config
     from pixcore.train import EXIT_INTERRUPTED, train
 
@@ -123,12 +141,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"--resume: there is no checkpoint at {resume}. Pass the --out folder of the run to "
                 "resume, or leave out --resume to start a new run."
             )
-    trainer, result = train(config, out_dir=args.out, resume=resume)
+    trainer, result = train(config, out_dir=args.out, resume=resume, overwrite=args.overwrite)
     if result.interrupted:  # a signal stopped it after writing the checkpoint (message printed)
         return EXIT_INTERRUPTED
     if trainer.is_main_process:
         print(json.dumps(result.metrics, indent=2))
     return 0
+
+
+def _cmd_launch(args: argparse.Namespace) -> int:
+    from pixcore.train._launch import launch
+
+    return launch(args.torchrun_args)
 
 
 def _inference_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -170,7 +194,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     model = load_model(args.checkpoint, weights=args.weights, device=device)
     predictor = Predictor(model, **_inference_options(args))
-    written = predict_images(predictor, args.images, args.out, overwrite=args.overwrite, device=device)
+    written = predict_images(predictor, args.images, args.out, overwrite=args.overwrite, device=device,
+                             max_pixels=args.max_pixels)
     print(f"wrote {len(written)} files to {args.out}/")
     return 0
 
@@ -233,6 +258,8 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="pixcore", description=__doc__)
     parser.add_argument("--version", action="version", version=f"pixcore {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of user errors too (or set {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="train a multi-task model on synthetic scenes and report")
@@ -253,7 +280,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="continue exactly from <out>/checkpoint.safetensors (same config and "
                             "number of processes); exit status 75 means a signal stopped the run "
                             "after a checkpoint, resume it with --resume")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run already in --out (its checkpoint and logs); without it "
+                            "a folder that holds a run is refused")
     train.set_defaults(func=_cmd_train)
+
+    launch = sub.add_parser(
+        "launch", add_help=False,
+        help="torchrun with pixcore's exit status: 75 when a signal stopped every worker after "
+             "its checkpoint (`pixcore launch --nproc-per-node 2 --no-python pixcore train ...`)")
+    launch.add_argument("torchrun_args", nargs=argparse.REMAINDER, help="torchrun's own arguments")
+    launch.set_defaults(func=_cmd_launch)
 
     evaluation = sub.add_parser("eval", help="score a checkpoint on a config's held-out data (data.val)")
     evaluation.add_argument("config", type=Path, help="run config (YAML/JSON); its data.val is scored")
@@ -270,6 +307,10 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--device", default="auto", help="'auto' (default), 'cpu', 'cuda', 'mps'")
     predict.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    predict.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                         help="accept images of up to N pixels (width x height); default: Pillow's "
+                              "limit, about 179 million. Larger images are refused before anything is "
+                              "written")
     predict.set_defaults(func=_cmd_predict)
 
     plugins = sub.add_parser("plugins", help="installed plugins, versions and what they register")
@@ -286,12 +327,24 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pixcore`` command."""
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["launch"]:  # everything after it is torchrun's, options included
+        args = _parser().parse_args(["launch"])
+        args.torchrun_args = argv[1:]
+    else:
+        args = _parser().parse_args(argv)
     try:
         return int(args.func(args))
     except PixcoreError as error:
+        if _debugging(args):
+            raise
         print(f"pixcore: error: {error}", file=sys.stderr)
         return 2
+
+
+def _debugging(args: argparse.Namespace) -> bool:
+    flag = os.environ.get(DEBUG_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    return flag or bool(getattr(args, "debug", False))
 
 
 if __name__ == "__main__":  # pragma: no cover

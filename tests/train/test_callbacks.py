@@ -97,12 +97,12 @@ def test_csv_and_jsonl_logs(tmp_path: Path) -> None:
 
 
 def test_early_stopping_stops_and_keeps_its_state_in_the_checkpoint(tmp_path: Path) -> None:
-    # "max" on an error that falls while training: only the first evaluation is the best.
-    config = _config(steps=50, eval_every=1, early_stopping_metric="brightness/mae",
-                     early_stopping_mode="max", early_stopping_patience=2)
+    # The pixel count of the held-out set never changes: only the first evaluation is the best.
+    config = _config(steps=50, eval_every=1, early_stopping_metric="brightness/count",
+                     early_stopping_patience=2)
     _, result = train(config, tmp_path, train_toy.toy_manager())
     assert result.steps == 3 and not result.interrupted
-    assert result.stop_reason is not None and "early stopping: brightness/mae" in result.stop_reason
+    assert result.stop_reason is not None and "early stopping: brightness/count" in result.stop_reason
     meta = read_metadata(tmp_path / "checkpoint.safetensors")
     assert meta["step"] == 3
     assert meta["callbacks"]["EarlyStopping"]["best_step"] == 1
@@ -117,11 +117,35 @@ def test_early_stopping_stops_and_keeps_its_state_in_the_checkpoint(tmp_path: Pa
 def test_early_stopping_explains_misconfiguration() -> None:
     manager = train_toy.toy_manager()
     with pytest.raises(PixcoreError, match="needs evaluations during training: set trainer.eval_every"):
-        train(_config(steps=2, early_stopping_metric="brightness/mae"), None, manager)
-    with pytest.raises(PixcoreError, match=r"not evaluated; choose one of \['brightness/mae'"):
+        train(_config(steps=2, eval_every=None, early_stopping_metric="brightness/mae"), None, manager)
+    with pytest.raises(PixcoreError, match=r"does not report; the evaluation reports: brightness/count, "
+                                           r"brightness/mae\. Set trainer.early_stopping_metric"):
         train(_config(steps=2, eval_every=1, early_stopping_metric="brightness/miou"), None, manager)
     with pytest.raises(PixcoreError, match="'task/metric'"):
         callbacks_module.EarlyStopping("mae")
+
+
+class CountSteps(Callback):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def on_step_end(self, trainer: Trainer, loss: Tensor) -> None:
+        self.steps += 1
+
+
+def test_an_early_stopping_typo_is_found_before_the_first_step_with_a_suggestion() -> None:
+    counter = CountSteps()
+    config = _config(steps=50, eval_every=40, early_stopping_metric="brightness/MAE")
+    with pytest.raises(PixcoreError, match=r"monitors 'brightness/MAE', .*did you mean 'brightness/mae'\?"):
+        train(config, None, train_toy.toy_manager(), callbacks=[counter])
+    assert counter.steps == 0, "the mistake must cost no training step"
+
+
+def test_early_stopping_refuses_a_mode_against_the_metric_direction() -> None:
+    # The toy metric declares mae lower-is-better; "max" would stop on every improvement.
+    config = _config(steps=5, eval_every=1, early_stopping_metric="brightness/mae", early_stopping_mode="max")
+    with pytest.raises(PixcoreError, match=r"lower is better, but its mode is 'max'.*early_stopping_mode=min"):
+        train(config, None, train_toy.toy_manager())
 
 
 def test_tensorboard_logs_when_available_and_is_skipped_otherwise(tmp_path: Path) -> None:

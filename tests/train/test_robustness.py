@@ -25,6 +25,7 @@ from pixcore.train import (
     Callback,
     CheckpointError,
     NonFiniteLossError,
+    RunExistsError,
     Trainer,
     load_checkpoint,
     read_metadata,
@@ -222,3 +223,88 @@ def test_a_process_killed_while_saving_leaves_a_complete_checkpoint(tmp_path: Pa
         load_checkpoint(torn, torch.nn.Linear(1024, 2048))
     save_checkpoint(path, model, metadata={"iteration": 4})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.safetensors"]
+
+
+# -- a finite loss with non-finite gradients; non-finite state never reaches a checkpoint ------
+
+
+class InfiniteGradientAt(Callback):
+    """From step ``step`` on, one weight's gradient is multiplied by inf: the loss stays finite."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_start(self, trainer: Trainer) -> None:
+        if trainer.step + 1 == self.step:
+            weight = trainer.model.backbone.a[0].weight
+            weight.register_hook(lambda grad: grad * float("inf"))
+
+
+def _finite(path: Path) -> bool:
+    model = pixcore.build_model_from_config(train_toy.run_config()["model"], manager=train_toy.toy_manager())
+    load_checkpoint(path, model)
+    return all(bool(torch.isfinite(t.float()).all()) for t in model.state_dict().values())
+
+
+def test_non_finite_gradients_stop_before_the_step_and_the_last_checkpoint_stays_good(tmp_path: Path) -> None:
+    config = RunConfig.model_validate(train_toy.run_config(steps=8, checkpoint_every=1))
+    with pytest.raises(NonFiniteLossError, match=r"gradients are not finite at step 3 .*backbone\.a\.0\.weight"):
+        train(config, tmp_path, train_toy.toy_manager(), callbacks=[InfiniteGradientAt(3)])
+    path = tmp_path / "checkpoint.safetensors"
+    assert read_metadata(path)["step"] == 2, "the step-2 checkpoint is the last one, and kept"
+    assert _finite(path)
+
+
+def test_non_finite_gradients_are_skipped_and_the_weights_stay_finite(tmp_path: Path) -> None:
+    config = RunConfig.model_validate(train_toy.run_config(steps=6, on_non_finite="skip"))
+    trainer, result = train(config, tmp_path, train_toy.toy_manager(), callbacks=[InfiniteGradientAt(3)])
+    assert result.skipped_steps == 4, "steps 3 to 6 have infinite gradients"
+    assert all(bool(torch.isfinite(t.float()).all()) for t in trainer.model.state_dict().values())
+    assert _finite(tmp_path / "checkpoint.safetensors")
+
+
+def test_a_checkpoint_is_never_written_from_non_finite_state(tmp_path: Path) -> None:
+    # The loss and gradients are finite, but a BatchNorm statistic turns NaN (from a NaN
+    # written into it at step 3): the step-3 checkpoint is refused, the step-2 one kept.
+    class PoisonStatistics(Callback):
+        def on_step_start(self, trainer: Trainer) -> None:
+            if trainer.step + 1 == 3:
+                trainer.model.backbone.a[1].running_var.fill_(float("nan"))
+
+    config = RunConfig.model_validate(train_toy.run_config(steps=8, checkpoint_every=1))
+    with pytest.raises(NonFiniteLossError, match=r"not writing the checkpoint of step 3: "
+                                                 r"model\.backbone\.a\.1\.running_var holds NaN"):
+        train(config, tmp_path, train_toy.toy_manager(), callbacks=[PoisonStatistics()])
+    assert read_metadata(tmp_path / "checkpoint.safetensors")["step"] == 2
+    assert _finite(tmp_path / "checkpoint.safetensors")
+
+
+# -- a new run never replaces another run silently -------------------------------------------
+
+
+def test_a_new_run_refuses_a_folder_that_holds_a_run_unless_told(tmp_path: Path) -> None:
+    manager = train_toy.toy_manager()
+    train(RunConfig.model_validate(train_toy.run_config(steps=6)), tmp_path, manager)
+    before = (tmp_path / "checkpoint.safetensors").read_bytes(), (tmp_path / "log.csv").read_text()
+    with pytest.raises(RunExistsError, match=r"already holds a run \(checkpoint.safetensors, log.csv, "
+                                              r"log.jsonl, metrics.json; checkpoint at step 6 of 6\).*"
+                                              r"--resume.*another --out.*--overwrite"):
+        train(RunConfig.model_validate(train_toy.run_config(steps=2)), tmp_path, manager)
+    assert ((tmp_path / "checkpoint.safetensors").read_bytes(), (tmp_path / "log.csv").read_text()) == before
+
+    train(RunConfig.model_validate(train_toy.run_config(steps=2)), tmp_path, manager, overwrite=True)
+    assert read_metadata(tmp_path / "checkpoint.safetensors")["step"] == 2
+    assert [int(r["step"]) for r in csv.DictReader((tmp_path / "log.csv").open())] == [1, 2]
+
+
+def test_the_cli_refuses_to_start_over_a_run_with_a_message(tmp_path: Path) -> None:
+    config = tmp_path / "run.json"
+    config.write_text(RunConfig.model_validate(train_toy.run_config(steps=3)).model_dump_json())
+    out = tmp_path / "run"
+    command = [sys.executable, str(TOY_SCRIPT), "pixcore", "train", str(config), "--out", str(out)]
+    assert subprocess.run(command, capture_output=True, env=_subprocess_env()).returncode == 0
+    again = subprocess.run(command, capture_output=True, text=True, env=_subprocess_env())
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert f"pixcore: error: {out} already holds a run" in again.stderr
+    replaced = subprocess.run([*command, "--overwrite"], capture_output=True, text=True, env=_subprocess_env())
+    assert replaced.returncode == 0, replaced.stderr

@@ -59,6 +59,7 @@ class MaskedMSE(pixcore.Loss):
 
 class MeanAbsError(pixcore.Metric):
     protocol = "toy/pixel-pooled"
+    higher_is_better = {"mae": False}
 
     def __init__(self) -> None:
         super().__init__()
@@ -102,15 +103,20 @@ class Squares(pixcore.Dataset):
 
     def __init__(
         self, length: int = 24, size: int = 16, seed: int = 0, poison: list[int] | None = None,
-        nan_in: Literal["target", "image"] = "target",
+        nan_in: Literal["target", "image"] = "target", delay: float = 0.0,
     ) -> None:
         self.length, self.size, self.seed = length, size, seed
         self.poison, self.nan_in = set(poison or []), nan_in
+        self.delay = delay  # seconds per sample: a slow step, for signals that arrive mid-step
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> pixcore.Sample:
+        if self.delay:
+            import time
+
+            time.sleep(self.delay)
         g = torch.Generator().manual_seed(self.seed * 1000 + index)
         image = torch.randint(0, 256, (3, self.size, self.size), generator=g, dtype=torch.uint8)
         grey = image.float().mean(0, keepdim=True) / 255.0

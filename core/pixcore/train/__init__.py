@@ -28,8 +28,10 @@ from pixcore.train._optim import build_scheduler as build_scheduler
 from pixcore.train._optim import parameter_groups as parameter_groups
 from pixcore.train._pretrained import PretrainedReport as PretrainedReport
 from pixcore.train._pretrained import load_pretrained as load_pretrained
+from pixcore.train._pretrained import read_state_dict as read_state_dict
 from pixcore.train._signals import EXIT_INTERRUPTED as EXIT_INTERRUPTED
 from pixcore.train._trainer import NonFiniteLossError as NonFiniteLossError
+from pixcore.train._trainer import RunExistsError as RunExistsError
 from pixcore.train._trainer import Trainer as Trainer
 from pixcore.train._trainer import TrainResult as TrainResult
 from pixcore.train._trainer import evaluate as evaluate
@@ -52,6 +54,7 @@ __all__ = [
     "NonFiniteLossError",
     "PretrainedReport",
     "RngState",
+    "RunExistsError",
     "ShardSampler",
     "TensorBoardLogger",
     "TrainResult",
@@ -67,6 +70,7 @@ __all__ = [
     "parameter_groups",
     "read_metadata",
     "read_rng_state",
+    "read_state_dict",
     "save_checkpoint",
     "select_device",
     "train",

@@ -4,11 +4,13 @@ The loop, with every event marked where it fires (``>>``) and the built-in callb
 that listens to it::
 
     fit(resume=None):
+        no resume: refuse an out_dir that holds a run (unless overwrite)
         resume: restore weights, optimiser, schedule, gradient scaler, EMA weights,
                 step, epoch, position in the epoch, skipped-step count and callback
                 states
         >> on_fit_start(trainer)            CSVLogger/JSONLLogger open (resume: cut
-                                            rows after the resumed step), TensorBoard
+                                            rows after the resumed step), TensorBoard,
+                                            EarlyStopping (checks its metric exists)
         resume: restore the random generators (last: nothing may draw before step 1)
         while step < steps:
             >> on_step_start(trainer)
@@ -23,8 +25,9 @@ that listens to it::
                                   "skip": drop the step (its other batches are used up)
                 backward of loss / accumulate_grad_batches (fp16: scaled; DDP: gradients
                 averaged over ranks in the last micro-batch only, no_sync before it)
+            unscale (fp16), clip; gradients not finite?  "stop": raise, "skip": drop
             dropped?  undo the forward's buffer updates, count it as skipped
-            else: unscale (fp16), clip, optimiser step, EMA update
+            else: optimiser step, EMA update
             schedule step; step += 1
             every log_every steps and at the last step:
                 >> on_log(trainer, row)       CSVLogger, JSONLLogger, TensorBoardLogger
@@ -39,6 +42,7 @@ that listens to it::
                                             TensorBoardLogger (close)
 
     trainer.save(), wherever it is called:
+        weights, statistics or EMA weights not finite: raise, keep the old checkpoint
         rank 0 writes the checkpoint, the other ranks wait for it
         >> on_checkpoint(trainer, path)
 
@@ -52,6 +56,7 @@ the checkpoint under :attr:`Callback.state_key`.
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import math
 import warnings
@@ -300,6 +305,32 @@ class EarlyStopping(Callback):
                 f"EarlyStopping({self.monitor!r}) needs evaluations during training: set "
                 "trainer.eval_every and give the trainer validation data (data.val)"
             )
+        self._check_monitor(trainer)
+
+    def _check_monitor(self, trainer: Trainer) -> None:
+        """Before step 1: the monitored result exists and ``mode`` matches its direction."""
+        results = _expected_results(trainer)
+        if self.monitor not in results:
+            # The task's keys are compared with the key alone (they all share the task's name).
+            probe = self.key.lower()
+            keys = {n.partition("/")[2].lower(): n for n in results if n.startswith(f"{self.task}/")}
+            if not keys:  # a misspelt task: compare whole names
+                probe, keys = self.monitor.lower(), {n.lower(): n for n in results}
+            close = [keys[c] for c in difflib.get_close_matches(probe, list(keys), n=3, cutoff=0.6)]
+            hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+            raise PixcoreError(
+                f"early stopping monitors {self.monitor!r}, which the evaluation does not report; "
+                f"{hint}the evaluation reports: {', '.join(sorted(results))}. "
+                "Set trainer.early_stopping_metric to one of them."
+            )
+        higher = results[self.monitor]
+        if higher is not None and higher != (self.mode == "max"):
+            wanted = "max" if higher else "min"
+            raise PixcoreError(
+                f"early stopping monitors {self.monitor!r}, where {'higher' if higher else 'lower'} "
+                f"is better, but its mode is {self.mode!r}: it would stop on improvement. "
+                f"Set trainer.early_stopping_mode={wanted}."
+            )
 
     def on_evaluate_end(self, trainer: Trainer, metrics: Mapping[str, Mapping[str, Any]]) -> None:
         if self.task not in metrics or self.key not in metrics[self.task]:
@@ -319,3 +350,23 @@ class EarlyStopping(Callback):
                 f"early stopping: {self.monitor} has not improved for {self.patience} evaluations "
                 f"(best {self.best} at step {self.best_step})"
             )
+
+
+def _expected_results(trainer: Trainer) -> dict[str, bool | None]:
+    """``{"task/key": higher is better (None: not declared)}`` of what an evaluation will report.
+
+    The metrics are created as an evaluation creates them and computed once on their
+    empty state, which gives their result keys without looking at any data.
+    """
+    results: dict[str, bool | None] = {}
+    for task, binding in trainer.model.bindings.items():
+        for metric in binding.new_metrics(trainer.manager).values():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # 0/0 on an empty state is expected here
+                try:
+                    keys = list(metric._compute(metric.state))
+                except Exception:  # a metric that cannot compute on no data: its declared keys
+                    keys = list(metric.higher_is_better)
+            for key in keys:
+                results[f"{task}/{key}"] = metric.higher_is_better.get(key)
+    return results

@@ -8,11 +8,13 @@
             loss   <- weighted sum of the task losses, forward under autocast (bf16/fp16)
                       (not finite: stop, or skip the step)
             backward (of loss / accumulate_grad_batches; DDP syncs on the last one only)
-        unscale (fp16), clip, optimiser step, EMA update, schedule step
+        unscale (fp16), clip; gradients not finite: stop, or skip the step
+        optimiser step, EMA update, schedule step
         every log_every steps:        one log row (CSV, JSONL), progress bar
         every eval_every steps / end: evaluate the tasks' metrics on held-out data
-        every checkpoint_every / end: write the checkpoint atomically
+        every checkpoint_every / end: write the checkpoint atomically (finite weights only)
         SIGTERM / SIGINT:             finish this step, write the checkpoint, stop
+                                      (data-loader workers ignore both and are shut down last)
 
 Every hook point is an event of :mod:`pixcore.train._callbacks`, whose docstring (and
 ``docs/training.md``) shows the loop with each event where it fires.
@@ -84,11 +86,12 @@ from pixcore.train._precision import (
     to_channels_last,
 )
 from pixcore.train._pretrained import PretrainedReport, apply_pretrained, check_recipe
-from pixcore.train._signals import StopSignals
+from pixcore.train._signals import StopSignals, deferred_signals, shield_workers
 
 __all__ = [
     "AugmentedDataset",
     "NonFiniteLossError",
+    "RunExistsError",
     "Trainer",
     "TrainResult",
     "build_optimizer",
@@ -102,7 +105,15 @@ __all__ = [
 
 
 class NonFiniteLossError(PixcoreError):
-    """The loss became NaN or infinite; the message names the step and the task."""
+    """The loss or the gradients became NaN or infinite; the message names the step and where."""
+
+
+class RunExistsError(PixcoreError):
+    """A new run was asked to write into a folder that holds another run."""
+
+
+#: The files that make a folder a run's: a new run refuses to start over them.
+RUN_FILES = ("checkpoint.safetensors", "log.csv", "log.jsonl", "metrics.json")
 
 
 def _to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, Tensor]:
@@ -128,7 +139,9 @@ def evaluate(
     for metric_set in metrics.values():
         for metric in metric_set.values():
             metric.reset()
-    for batch in loader:
+    with deferred_signals():  # see pixcore.train._signals: workers start before a signal lands
+        batches = iter(loader)
+    for batch in batches:
         batch = _to_device(batch, device)
         image = to_channels_last(batch["image"]) if channels_last else batch["image"]
         with autocast(precision, device):
@@ -213,6 +226,8 @@ class Trainer:
         out_dir: Where ``log.csv``, ``log.jsonl``, ``metrics.json`` and
             ``checkpoint.safetensors`` go (None: nothing is written).
         run_config: Stored in the checkpoint so that it can rebuild its model.
+        overwrite: Let a new run replace the run already in ``out_dir`` (its checkpoint
+            and logs are deleted when training starts); without it :meth:`fit` refuses.
         manager: Plugin manager that creates the metrics (default: the process-wide one).
         callbacks: Extra :class:`Callback` objects, called after the built-in ones.
 
@@ -237,14 +252,19 @@ class Trainer:
         run_config: RunConfig | None = None,
         manager: PluginManager | None = None,
         callbacks: Sequence[Callback] = (),
+        overwrite: bool = False,
     ) -> None:
         self.config = config
+        self.overwrite = overwrite
         self.distributed, self.device = init_distributed(config.device)
         check_precision(config.precision, self.device)
         configure_cudnn(config.cudnn_benchmark, self.device)
         self.model = self._prepare_model(model)
         self.train_loader = train_loader
         self.val_loader = self._shard_for_evaluation(val_loader)
+        for loader in (self.train_loader, self.val_loader):
+            if loader is not None:
+                shield_workers(loader)  # a SIGTERM to the whole job must not kill them
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.run_config = run_config
         self.manager = manager
@@ -365,6 +385,8 @@ class Trainer:
         exactly: on CPU the weights end bitwise equal to those of an uninterrupted run.
         """
         config = self.config
+        if resume is None:
+            self._claim_out_dir()
         rng = self._restore(resume) if resume is not None else None
         self._fit_start = time.perf_counter()
         progress = _progress(config.steps, self.step, enabled=config.progress and self.is_main_process)
@@ -458,34 +480,60 @@ class Trainer:
             parts.append(loss_parts)
 
         if skip:  # "skip": no update; the step still counts (and its schedule)
-            with torch.no_grad():
-                for buffer, saved in zip(self.model.buffers(), buffers):
-                    buffer.copy_(saved)
-            self.optimizer.zero_grad(set_to_none=True)
+            self._undo_forward(buffers)
+        else:
+            skip = not self._gradients_ok(buffers)  # "stop" raises there
+        if skip:
             self.skipped_steps += 1
+        elif self.scaler is not None:
+            self.scaler.step(self.optimizer)  # leaves out a step whose gradients hold inf/NaN
+            self.scaler.update()
         else:
-            if self.scaler is not None and config.grad_clip is not None:
-                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-            if config.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)  # leaves out a step whose gradients hold inf/NaN
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update(self.model)
-        if skip or self.scaler is not None:
-            # The schedule advances with every step, taken or not (skipped, or left out by the
-            # scaler); PyTorch warns about the latter, which is intended here.
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
-                self.scheduler.step()
-        else:
+            self.optimizer.step()
+        if self.ema is not None and not skip:
+            self.ema.update(self.model)
+        # The schedule advances with every step, taken or not (skipped, or left out by the
+        # scaler); PyTorch warns about the latter, which is intended here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
             self.scheduler.step()
         if accumulate == 1:
             return losses[0], parts[0], signalled
         return torch.stack(losses).mean(), _mean_parts(parts, losses[0].device), signalled
+
+    def _gradients_ok(self, buffers: list[Tensor]) -> bool:
+        """Unscale (fp16) and clip; False (after undoing the step) if a gradient is not finite.
+
+        A finite loss can still have infinite or NaN gradients (a huge learning rate, an
+        overflow in backward): an optimiser step with them would put NaN into the weights
+        and from there into the next checkpoint. One norm over all gradients tells, at the
+        cost of one read of them (clipping computes it anyway). Under DDP the gradients are
+        already averaged, so every rank decides alike. The fp16 gradient scaler does this
+        itself, as part of finding its scale: its steps are left to it.
+        """
+        config = self.config
+        if self.scaler is not None and config.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+        parameters = [p for p in self.model.parameters() if p.grad is not None]
+        if config.grad_clip is not None:
+            norm = nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+        elif self.scaler is None:
+            norm = nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+        else:
+            return True
+        if self.scaler is not None or bool(torch.isfinite(norm)):
+            return True
+        if config.on_non_finite == "stop":
+            raise NonFiniteLossError(self._non_finite_gradients_message())
+        self._undo_forward(buffers)
+        return False
+
+    def _undo_forward(self, buffers: list[Tensor]) -> None:
+        # The forward's BatchNorm statistics go back to before the step, gradients are dropped.
+        with torch.no_grad():
+            for buffer, saved in zip(self.model.buffers(), buffers):
+                buffer.copy_(saved)
+        self.optimizer.zero_grad(set_to_none=True)
 
     def _forward_loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         image = to_channels_last(batch["image"]) if self.config.channels_last else batch["image"]
@@ -501,7 +549,9 @@ class Trainer:
         # so a resumed run re-creates it and leaves out the batches it already trained on.
         while True:
             skip = self.batch_in_epoch
-            for batch in epoch_batches(self.train_loader, self.config.seed, self.epoch, skip):
+            with deferred_signals():  # forked workers must ignore a SIGTERM before it lands
+                epoch = iter(epoch_batches(self.train_loader, self.config.seed, self.epoch, skip))
+            for batch in epoch:
                 self.batch_in_epoch += 1
                 yield batch
             if self.batch_in_epoch == 0:
@@ -565,6 +615,51 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------
 
+    def _claim_out_dir(self) -> None:
+        """Refuse to start a new run over another run's files, unless ``overwrite`` says so."""
+        if self.out_dir is None:
+            return
+        found = [name for name in RUN_FILES if (self.out_dir / name).exists()] if self.is_main_process else []
+        # Rank 0's view decides (only it writes there); every rank must stop alike.
+        flag = torch.tensor([bool(found) and not self.overwrite], device=self.device)
+        if not any_across_ranks(flag, self.distributed)[0]:
+            if found and self.is_main_process:  # --overwrite: the old run goes, as asked
+                for name in found:
+                    (self.out_dir / name).unlink()
+            return
+        raise RunExistsError(
+            f"{self.out_dir} already holds a run ({', '.join(found) or 'on rank 0'}"
+            f"{self._describe_run()}). To continue it, resume (`pixcore train CONFIG --out "
+            f"{self.out_dir} --resume`); to keep it, choose another --out; to replace it, pass "
+            "--overwrite (Trainer(..., overwrite=True))."
+        )
+
+    def _describe_run(self) -> str:
+        path = self.checkpoint_path
+        if path is None or not path.exists():
+            return ""
+        try:
+            meta = read_metadata(path)
+        except CheckpointError:
+            return "; its checkpoint is unreadable"
+        steps = meta.get("config", {}).get("trainer", {}).get("steps")
+        return f"; checkpoint at step {meta.get('step')}" + (f" of {steps}" if steps else "")
+
+    def _check_finite_state(self) -> None:
+        """Refuse to write weights, buffers or EMA weights that hold NaN or inf."""
+        modules = {"model": self.model, "ema": self.ema.averaged if self.ema is not None else None}
+        bad = [f"{prefix}.{name}" for prefix, module in modules.items() if module is not None
+               for name, value in module.state_dict().items()
+               if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+        flag = torch.tensor([bool(bad)], device=self.device)
+        if any_across_ranks(flag, self.distributed)[0]:
+            raise NonFiniteLossError(
+                f"not writing the checkpoint of step {self.step}: {', '.join(bad[:5]) or 'a tensor on rank 0'} "
+                f"{'holds' if len(bad) == 1 else 'hold'} NaN or inf values. The checkpoint on disk is "
+                "kept as it was (from before). Lower trainer.lr, set trainer.grad_clip, or check "
+                "the data for NaN/inf values."
+            )
+
     @property
     def checkpoint_path(self) -> Path | None:
         return None if self.out_dir is None else self.out_dir / "checkpoint.safetensors"
@@ -579,6 +674,7 @@ class Trainer:
         path = self.checkpoint_path
         if path is None:
             return None
+        self._check_finite_state()
         states = gather_objects(RngState.capture(), self.distributed)
         if self.is_main_process:
             metadata: dict[str, Any] = {
@@ -646,6 +742,17 @@ class Trainer:
             if callback.state_key in states:
                 callback.load_state_dict(states[callback.state_key])
         return read_rng_state(path, self.distributed.rank)
+
+    def _non_finite_gradients_message(self) -> str:
+        bad = [name for name, p in self.model.named_parameters()
+               if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        return (
+            f"the gradients are not finite at step {self.step + 1} (the loss was finite), in: "
+            f"{shown or 'a parameter of another rank'}. The step was not taken, so no checkpoint "
+            "holds these values. Lower trainer.lr, set trainer.grad_clip, or set "
+            "trainer.on_non_finite=skip to skip such steps."
+        )
 
     def _non_finite_message(self, parts: Mapping[str, Tensor]) -> str:
         bad = [k.split("/")[0] for k, v in parts.items() if k.endswith("/loss") and not torch.isfinite(v)]
@@ -727,12 +834,13 @@ def make_loaders(
 
 def train(
     config: RunConfig, out_dir: str | Path | None = None, manager: PluginManager | None = None,
-    *, resume: str | Path | None = None, callbacks: Sequence[Callback] = (),
+    *, resume: str | Path | None = None, callbacks: Sequence[Callback] = (), overwrite: bool = False,
 ) -> tuple[Trainer, TrainResult]:
     """Build everything ``config`` describes and train it; the one call behind ``pixcore train``.
 
     Under torchrun it joins the process group first (and leaves it at the end).
-    ``resume`` continues from a checkpoint of the same run (see :meth:`Trainer.fit`).
+    ``resume`` continues from a checkpoint of the same run (see :meth:`Trainer.fit`);
+    without it, a folder that holds a run is refused unless ``overwrite``.
     ``model.pretrained`` weights are loaded right after the model is built (not when
     resuming) and the report printed to stderr (rank 0) and kept in
     ``trainer.pretrained_report``; ``trainer.recipe`` is checked against them first.
@@ -748,7 +856,7 @@ def train(
             report = apply_pretrained(model, config.model.pretrained, verbose=info.is_main)
         train_loader, val_loader = make_loaders(config, manager)
         trainer = Trainer(model, config.trainer, train_loader, val_loader, out_dir=out_dir,
-                          run_config=config, manager=manager, callbacks=callbacks)
+                          run_config=config, manager=manager, callbacks=callbacks, overwrite=overwrite)
         trainer.pretrained_report = report
         return trainer, trainer.fit(resume=resume)
     finally:
