@@ -255,10 +255,13 @@ def test_non_finite_gradients_stop_before_the_step_and_the_last_checkpoint_stays
     assert _finite(path)
 
 
-def test_non_finite_gradients_are_skipped_and_the_weights_stay_finite(tmp_path: Path) -> None:
+def test_non_finite_gradients_are_skipped_and_the_weights_stay_finite(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     config = RunConfig.model_validate(train_toy.run_config(steps=6, on_non_finite="skip"))
     trainer, result = train(config, tmp_path, train_toy.toy_manager(), callbacks=[InfiniteGradientAt(3)])
     assert result.skipped_steps == 4, "steps 3 to 6 have infinite gradients"
+    assert "4 of 6 steps were skipped" in capfd.readouterr().err, "normal-looking metrics must not hide it"
     assert all(bool(torch.isfinite(t.float()).all()) for t in trainer.model.state_dict().values())
     assert _finite(tmp_path / "checkpoint.safetensors")
 

@@ -432,6 +432,10 @@ class Trainer:
             if self.is_main_process and self.out_dir is not None and self.metrics and not interrupted:
                 (self.out_dir / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
             self._emit("on_fit_end", result)  # Checkpointing writes the final checkpoint here
+        if self.skipped_steps and self.is_main_process:  # the metrics alone would not show it
+            print(f"pixcore: {self.skipped_steps} of {self.step} steps were skipped: their loss or "
+                  "gradients were not finite (trainer.on_non_finite=skip; the 'skipped' column of "
+                  "log.csv says when)", file=sys.stderr, flush=True)
         if interrupted and self.is_main_process:
             path = self.checkpoint_path
             where = f"checkpoint: {path}" if path is not None else "no out_dir: no checkpoint"
