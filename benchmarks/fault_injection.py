@@ -145,12 +145,17 @@ def _reference(folder: Path, name: str, command: Callable[[Path], list[str]]) ->
 
 def kills(folder: Path, trials: int, rng: random.Random) -> Tally:
     tally = Tally("kill -9 at a random moment (checkpoint every step)")
-    config = _config(folder, steps=STEPS, checkpoint_every=1, dropout=0.3)
+    # A wide backbone: 8 MB checkpoints, whose writing takes most of each step, so that
+    # many kills land inside a save.
+    data = train_toy.run_config(steps=STEPS, checkpoint_every=1, dropout=0.3)
+    data["model"]["backbone"]["params"]["width"] = 256
+    config = folder / "kill.json"
+    config.write_text(RunConfig.model_validate(data).model_dump_json())
     reference = _reference(folder, "kill-ref", lambda out: _train_command(config, out))
     for trial in range(trials):
         out = folder / f"kill-{trial}"
         process = _run_until(_train_command(config, out), out, step=rng.randint(2, STEPS - 5))
-        time.sleep(rng.uniform(0, 0.02))  # anywhere in a step, its save included
+        time.sleep(rng.uniform(0, 0.05))  # anywhere in a step, its save included
         process.kill()
         process.communicate()
         if list(out.glob(".checkpoint.safetensors.tmp-*")):
