@@ -42,7 +42,7 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -419,6 +419,7 @@ def _sample_scene(
 # --------------------------------------------------------------------------------------
 
 _F = np.float32
+_ONE = _F(1.0)
 # Surface ids of the room in the `surface` map; primitive i has id _OBJ0 + i.
 _S_FLOOR, _S_WALL, _S_CEILING, _S_WINDOW, _OBJ0 = FLOOR, WALL, CEILING, 3, 4
 
@@ -596,34 +597,77 @@ def render_scene(seed: int, index: int, height: int = 128, width: int = 128) -> 
         return _render(scene, style, rng)
 
 
-def _render(scene: SceneDescription, style: _Style, rng: np.random.Generator) -> RenderedScene:
-    """Ray cast ``scene``: one vectorised pass over all pixels per surface type.
+_Rect = tuple[slice, slice]
 
-    Per-pixel work is float32 (about 1e-7 relative error), except the sphere and
-    cylinder root solves, which run in float64 inside each primitive's image rectangle
-    (at silhouettes float32 would cost ~1e-4 relative depth). ``np.where`` and
-    ``np.sign`` are avoided in the full-frame passes, where they are several times
-    slower than arithmetic on booleans. Pixel noise is a fixed cached tile, shifted by
-    an offset drawn from ``rng`` (cheaper than drawing fresh noise, still deterministic).
+
+class _Rays(NamedTuple):
+    """The camera's rays: origin, rotation, float64 ``K^-1 (u, v, 1)`` axes, world rays."""
+
+    o: np.ndarray  # (3,) float64 camera centre in the world
+    r64: np.ndarray  # (3, 3) float64 camera-to-world rotation
+    r: np.ndarray  # (3, 3) float32 camera-to-world rotation
+    xs64: np.ndarray  # (1, W) float64 camera-frame x of K^-1 (u, v, 1)
+    ys64: np.ndarray  # (H, 1) float64 camera-frame y of K^-1 (u, v, 1)
+    dx: np.ndarray  # (H, W) float32 world direction, camera z component 1
+    dy: np.ndarray
+    dz: np.ndarray
+
+
+class _Surfaces(NamedTuple):
+    """Nearest surface per pixel, updated in place as primitives and windows are added.
+
+    ``surface`` holds surface ids: floor 0, wall 1, ceiling 2, window 3, primitive i
+    ``4 + i``. ``on_x``, ``on_y``, ``pos_x``, ``pos_y`` record which room plane each ray
+    leaves through (an x or y wall, on the max or min side); windows need them.
+    """
+
+    t: np.ndarray  # (H, W) float32 ray parameter = z-depth
+    surface: np.ndarray  # (H, W) uint8 surface id
+    nx: np.ndarray  # (H, W) float32 world normal
+    ny: np.ndarray
+    nz: np.ndarray
+    on_x: np.ndarray  # (H, W) bool: the room exit is an x wall
+    on_y: np.ndarray  # (H, W) bool: the room exit is a y wall
+    pos_x: np.ndarray  # (H, W) bool: dx > 0
+    pos_y: np.ndarray  # (H, W) bool: dy > 0
+
+
+class _Points(NamedTuple):
+    """World coordinates (float32) of each pixel's visible surface point."""
+
+    px: np.ndarray
+    py: np.ndarray
+    pz: np.ndarray
+
+
+def _camera_rays(scene: SceneDescription) -> _Rays:
+    """Camera centre, rotation and the world directions of the rays ``K^-1 (u, v, 1)``.
+
+    Their camera z is 1, so the ray parameter ``t`` of a hit is its z-depth. The
+    per-axis float64 terms are kept for the quadric solves, which need float64 rays.
     """
     height, width = scene.height, scene.width
     k = scene.intrinsics
-    r = scene.camera_to_world[:3, :3].astype(_F)
+    r64 = scene.camera_to_world[:3, :3]
+    r = r64.astype(_F)
     o = scene.camera_to_world[:3, 3]
-    ox, oy, oz = _F(o[0]), _F(o[1]), _F(o[2])
-    one = _F(1.0)
-
-    # World ray directions of the camera-frame rays K^-1 (u, v, 1): their camera z is 1,
-    # so the ray parameter t is the z-depth.
     xs64 = ((np.arange(width) - k[0, 2]) / k[0, 0])[None, :]
     ys64 = ((np.arange(height) - k[1, 2]) / k[1, 1])[:, None]
-    r64 = scene.camera_to_world[:3, :3]
     xs, ys = xs64.astype(_F), ys64.astype(_F)
     dx = r[0, 0] * xs + (r[0, 1] * ys + r[0, 2])
     dy = r[1, 0] * xs + (r[1, 1] * ys + r[1, 2])
     dz = r[2, 0] * xs + (r[2, 1] * ys + r[2, 2])
+    return _Rays(o, r64, r, xs64, ys64, dx, dy, dz)
 
-    # Room: from the inside, the ray leaves through the nearest of three planes.
+
+def _room_exit(scene: SceneDescription, rays: _Rays) -> _Surfaces:
+    """Where each ray leaves the room: the nearest of its three exit planes.
+
+    From inside a box a ray meets exactly one x, one y and one z plane ahead of it, so
+    the room surface is the plane with the smallest exit parameter; its normal points
+    against the ray. This is the background every primitive is compared against.
+    """
+    o, dx, dy, dz = rays.o, rays.dx, rays.dy, rays.dz
     lo, hi = scene.room_min, scene.room_max
     pos_x, pos_y, pos_z = dx > 0, dy > 0, dz > 0
     # The camera is strictly inside, so every exit parameter is positive; abs() turns
@@ -635,122 +679,235 @@ def _render(scene: SceneDescription, style: _Style, rng: np.random.Generator) ->
     on_x = (tx <= ty) & ~on_z
     on_y = ~(on_x | on_z)
     t = np.minimum(np.minimum(tx, ty), tz)
-    # Surface ids: floor 0, wall 1, ceiling 2 (then window 3, primitive i: 4 + i).
+    # Floor 0, wall 1, ceiling 2 (without np.where, slow on full frames).
     surface = (~on_z).view(np.uint8) + (on_z & pos_z).view(np.uint8) * np.uint8(2)
     nx = np.copysign(on_x.astype(_F), -dx)
     ny = np.copysign(on_y.astype(_F), -dy)
     nz = np.copysign(on_z.astype(_F), -dz)
+    return _Surfaces(t, surface, nx, ny, nz, on_x, on_y, pos_x, pos_y)
 
-    # Primitives, each tested only inside its image rectangle; the nearest hit wins.
-    rects = []
-    rot_t, origin, k_list = scene.camera_to_world[:3, :3].T.tolist(), o.tolist(), k.tolist()
+
+def _primitive_hit(prim: Primitive, rays: _Rays, rs: _Rect) -> _Hit:
+    """Hit parameter and world normal of one primitive on the rays of rectangle ``rs``.
+
+    Boxes use the float32 rays; spheres and cylinders rebuild their rays in float64
+    from the per-axis terms, as their root solves are ill-conditioned at silhouettes.
+    """
+    o = rays.o
+    if prim.kind == "box":
+        return _hit_box(prim, o, rays.dx[rs], rays.dy[rs], rays.dz[rs])
+    r64 = rays.r64
+    x64, y64 = rays.xs64[:, rs[1]], rays.ys64[rs[0]]
+    return _HITS[prim.kind](
+        prim,
+        o,
+        r64[0, 0] * x64 + (r64[0, 1] * y64 + r64[0, 2]),
+        r64[1, 0] * x64 + (r64[1, 1] * y64 + r64[1, 2]),
+        r64[2, 0] * x64 + (r64[2, 1] * y64 + r64[2, 2]),
+    )
+
+
+def _hit_primitives(scene: SceneDescription, rays: _Rays, surf: _Surfaces) -> list[_Rect]:
+    """Add the primitives to ``surf`` in place: where a hit is nearer, it wins.
+
+    Each primitive is tested only inside its projected image rectangle (cheap to bound,
+    and most primitives cover a small part of the image). Returns the rectangles, in
+    primitive order, for the pattern step to reuse.
+    """
+    rot_t, origin = rays.r64.T.tolist(), rays.o.tolist()
+    k_list = scene.intrinsics.tolist()
+    rects: list[_Rect] = []
     for i, prim in enumerate(scene.primitives):
-        rs = _rect(prim, rot_t, origin, k_list, height, width)
+        rs = _rect(prim, rot_t, origin, k_list, scene.height, scene.width)
         rects.append(rs)
         if rs[0].stop <= rs[0].start or rs[1].stop <= rs[1].start:
             continue
-        if prim.kind == "box":
-            ti, nxi, nyi, nzi = _hit_box(prim, o, dx[rs], dy[rs], dz[rs])
-        else:  # quadrics: float64 rays
-            x64, y64 = xs64[:, rs[1]], ys64[rs[0]]
-            ti, nxi, nyi, nzi = _HITS[prim.kind](
-                prim,
-                o,
-                r64[0, 0] * x64 + (r64[0, 1] * y64 + r64[0, 2]),
-                r64[1, 0] * x64 + (r64[1, 1] * y64 + r64[1, 2]),
-                r64[2, 0] * x64 + (r64[2, 1] * y64 + r64[2, 2]),
-            )
-        closer = ti < t[rs]
-        np.copyto(t[rs], ti, where=closer)
-        np.copyto(nx[rs], nxi, where=closer)
-        np.copyto(ny[rs], nyi, where=closer)
-        np.copyto(nz[rs], nzi, where=closer)
-        np.copyto(surface[rs], np.uint8(_OBJ0 + i), where=closer)
+        ti, nxi, nyi, nzi = _primitive_hit(prim, rays, rs)
+        closer = ti < surf.t[rs]
+        np.copyto(surf.t[rs], ti, where=closer)
+        np.copyto(surf.nx[rs], nxi, where=closer)
+        np.copyto(surf.ny[rs], nyi, where=closer)
+        np.copyto(surf.nz[rs], nzi, where=closer)
+        np.copyto(surf.surface[rs], np.uint8(_OBJ0 + i), where=closer)
+    return rects
 
-    px = ox + t * dx
-    py = oy + t * dy
-    pz = oz + t * dz
 
-    # Windows: wall pixels inside a window rectangle.
-    window = None
-    if scene.windows:
-        window = np.zeros((height, width), dtype=bool)
-        on_wall = surface == _S_WALL
-        mullions = np.zeros((height, width), dtype=bool)
-        for win in scene.windows:
-            if win.wall < 2:
-                along, ai, side = py, 1, on_x & (pos_x if win.wall == 1 else ~pos_x)
-            else:
-                along, ai, side = px, 0, on_y & (pos_y if win.wall == 3 else ~pos_y)
-            a0, a1 = win.corner_min[ai], win.corner_max[ai]
-            z0, z1 = win.corner_min[2], win.corner_max[2]
-            window |= (
-                on_wall
-                & side
-                & (along >= _F(a0))
-                & (along <= _F(a1))
-                & (pz >= _F(z0))
-                & (pz <= _F(z1))
-            )
-            # Appearance only: a window cross (part of the window class).
-            mullions |= (np.abs(along - _F((a0 + a1) / 2)) < _F(0.03)) | (
-                np.abs(pz - _F((z0 + z1) / 2)) < _F(0.03)
-            )
-        mullions &= window
-        np.copyto(surface, np.uint8(_S_WINDOW), where=window)
+def _surface_points(rays: _Rays, t: np.ndarray) -> _Points:
+    """World position ``o + t d`` of each pixel's surface, for windows and patterns."""
+    o = rays.o
+    ox, oy, oz = _F(o[0]), _F(o[1]), _F(o[2])
+    return _Points(ox + t * rays.dx, oy + t * rays.dy, oz + t * rays.dz)
 
+
+def _window_pixels(
+    win: Window, surf: _Surfaces, on_wall: np.ndarray, pts: _Points
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of one window, and of the cross through its centre.
+
+    A window pixel is a visible point of the window's own wall (right plane, right
+    side) inside its rectangle. The cross (mullions) is appearance only and is not yet
+    clipped to the window.
+    """
+    if win.wall < 2:
+        along, ai = pts.py, 1
+        side = surf.on_x & (surf.pos_x if win.wall == 1 else ~surf.pos_x)
+    else:
+        along, ai = pts.px, 0
+        side = surf.on_y & (surf.pos_y if win.wall == 3 else ~surf.pos_y)
+    pz = pts.pz
+    a0, a1 = win.corner_min[ai], win.corner_max[ai]
+    z0, z1 = win.corner_min[2], win.corner_max[2]
+    inside = (
+        on_wall & side & (along >= _F(a0)) & (along <= _F(a1)) & (pz >= _F(z0)) & (pz <= _F(z1))
+    )
+    cross = (np.abs(along - _F((a0 + a1) / 2)) < _F(0.03)) | (
+        np.abs(pz - _F((z0 + z1) / 2)) < _F(0.03)
+    )
+    return inside, cross
+
+
+def _windows_and_mullions(
+    scene: SceneDescription, surf: _Surfaces, pts: _Points
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Relabel wall pixels inside a window rectangle as window (in ``surf``, in place).
+
+    Windows are flat rectangles in the wall planes, so they are found on the wall hits
+    rather than ray cast. Returns the window mask and the mullion (window cross) mask,
+    or None for a scene without windows.
+    """
+    if not scene.windows:
+        return None
+    window = np.zeros((scene.height, scene.width), dtype=bool)
+    on_wall = surf.surface == _S_WALL
+    mullions = np.zeros((scene.height, scene.width), dtype=bool)
+    for win in scene.windows:
+        inside, cross = _window_pixels(win, surf, on_wall, pts)
+        window |= inside
+        mullions |= cross
+    mullions &= window
+    np.copyto(surf.surface, np.uint8(_S_WINDOW), where=window)
+    return window, mullions
+
+
+def _semantic_labels(scene: SceneDescription, surface: np.ndarray) -> np.ndarray:
+    """Class id per pixel: surface ids mapped through a per-scene lookup table."""
     lut = np.array(
         [FLOOR, WALL, CEILING, WINDOW] + [p.class_id for p in scene.primitives], dtype=np.uint8
     )
-    semseg = np.take(lut, surface)
+    return np.take(lut, surface)
 
-    # Appearance: a colour per surface times a pattern factor, Lambertian shading from
-    # one point light plus ambient, and a little noise.
-    # Floor: checkerboard in world coordinates. Walls: optional vertical stripes.
+
+def _sphere_pattern(prim: Primitive, n: int, pts: _Points, nz: np.ndarray, rs: _Rect) -> np.ndarray:
+    """Horizontal bands (latitude) on a sphere: ``n`` per radius, alternately darker."""
+    cells = np.floor((pts.pz[rs] - _F(prim.centre[2])) * _F(n / prim.radius))
+    return _ONE - _F(0.45) * (cells - _F(2.0) * np.floor(cells * _F(0.5)))
+
+
+def _cylinder_pattern(
+    prim: Primitive, n: int, pts: _Points, nz: np.ndarray, rs: _Rect
+) -> np.ndarray:
+    """``2 n`` vertical stripes (longitude) on a cylinder's side; a plain, bright cap.
+
+    The sign of ``Im((x + iy)^n)`` alternates every ``pi / n`` of azimuth, which gives
+    the stripes with products only (no arctan).
+    """
+    cx, cy, _ = prim.centre
+    re, im = pts.px[rs] - _F(cx), pts.py[rs] - _F(cy)
+    zr, zi = re, im
+    for _ in range(n - 1):
+        zr, zi = zr * re - zi * im, zr * im + zi * re
+    f = _ONE - _F(0.45) * (zi < 0)
+    return np.maximum(f, _F(1.1) * (nz[rs] > 0.5))
+
+
+def _box_pattern(prim: Primitive, n: int, pts: _Points, nz: np.ndarray, rs: _Rect) -> np.ndarray:
+    """Dark edges around every face of a box: points near at least two face borders."""
+    cx, cy, cz = prim.centre
+    cs, sn = _F(math.cos(prim.yaw)), _F(math.sin(prim.yaw))
+    ax, ay = pts.px[rs] - _F(cx), pts.py[rs] - _F(cy)
+    hx, hy, hz = prim.half_extents
+    near = (
+        (np.abs(cs * ax + sn * ay) > _F(0.8 * hx)).view(np.uint8)
+        + (np.abs(cs * ay - sn * ax) > _F(0.8 * hy)).view(np.uint8)
+        + (np.abs(pts.pz[rs] - _F(cz)) > _F(0.8 * hz)).view(np.uint8)
+    )
+    return _ONE - _F(0.65) * (near >= 2)
+
+
+_PATTERNS: dict[str, Callable[[Primitive, int, _Points, np.ndarray, _Rect], np.ndarray]] = {
+    "sphere": _sphere_pattern,
+    "cylinder": _cylinder_pattern,
+    "box": _box_pattern,
+}
+
+
+def _surface_pattern(
+    scene: SceneDescription,
+    style: _Style,
+    surf: _Surfaces,
+    pts: _Points,
+    rects: list[_Rect],
+) -> np.ndarray:
+    """Brightness factor per pixel from the surface's texture, in world coordinates.
+
+    A checkerboard on the floor, optional vertical stripes on the walls, and a pattern
+    per primitive kind (computed inside its rectangle), so that the image carries
+    texture and geometry cues, not flat colours. Appearance only; 1 elsewhere.
+    """
+    surface, px, py = surf.surface, pts.px, pts.py
     inv_tile = _F(1.0 / style.floor_tile)
     cells = np.floor(px * inv_tile) + np.floor(py * inv_tile)
     checker = cells - _F(2.0) * np.floor(cells * _F(0.5))  # parity, 0 or 1
-    pattern = one - _F(0.45) * checker * (surface == _S_FLOOR)
+    pattern = _ONE - _F(0.45) * checker * (surface == _S_FLOOR)
     if style.wall_stripe > 0:
         cells = np.floor((px + py) * _F(1.0 / style.wall_stripe))
         stripe = cells - _F(2.0) * np.floor(cells * _F(0.5))
         pattern -= _F(0.12) * stripe * (surface == _S_WALL)
     for i, (prim, rs) in enumerate(zip(scene.primitives, rects, strict=True)):
         mine = surface[rs] == _OBJ0 + i
-        n = style.stripes[i]
-        cx, cy, cz = prim.centre
-        if prim.kind == "sphere":  # horizontal bands (latitude)
-            cells = np.floor((pz[rs] - _F(cz)) * _F(n / prim.radius))
-            f = one - _F(0.45) * (cells - _F(2.0) * np.floor(cells * _F(0.5)))
-        elif prim.kind == "cylinder":  # 2n vertical stripes (longitude), plain cap
-            # The sign of Im((x + iy)^n) alternates every pi / n of azimuth.
-            re, im = px[rs] - _F(cx), py[rs] - _F(cy)
-            zr, zi = re, im
-            for _ in range(n - 1):
-                zr, zi = zr * re - zi * im, zr * im + zi * re
-            f = one - _F(0.45) * (zi < 0)
-            f = np.maximum(f, _F(1.1) * (nz[rs] > 0.5))
-        else:  # dark edges around every face
-            cs, sn = _F(math.cos(prim.yaw)), _F(math.sin(prim.yaw))
-            ax, ay = px[rs] - _F(cx), py[rs] - _F(cy)
-            hx, hy, hz = prim.half_extents
-            near = (
-                (np.abs(cs * ax + sn * ay) > _F(0.8 * hx)).view(np.uint8)
-                + (np.abs(cs * ay - sn * ax) > _F(0.8 * hy)).view(np.uint8)
-                + (np.abs(pz[rs] - _F(cz)) > _F(0.8 * hz)).view(np.uint8)
-            )
-            f = one - _F(0.65) * (near >= 2)
+        f = _PATTERNS[prim.kind](prim, style.stripes[i], pts, surf.nz, rs)
         np.copyto(pattern[rs], f, where=mine)
+    return pattern
 
-    lx, ly, lz = (_F(v) for v in scene.light_position)
-    lx, ly, lz = lx - px, ly - py, lz - pz
+
+def _shading(
+    scene: SceneDescription,
+    surf: _Surfaces,
+    pts: _Points,
+    pattern: np.ndarray,
+    windows: tuple[np.ndarray, np.ndarray] | None,
+) -> np.ndarray:
+    """Grey level per pixel: Lambertian shading from one point light plus ambient.
+
+    The light falls off with distance; the pattern multiplies it. Window glass shows
+    a bright sky instead (brighter upwards) with a light frame at the mullions.
+    """
+    px, py, pz, nz = pts.px, pts.py, pts.pz, surf.nz
+    light = scene.light_position
+    lx, ly, lz = _F(light[0]) - px, _F(light[1]) - py, _F(light[2]) - pz
     d2 = lx * lx + ly * ly + lz * lz
-    ndotl = np.maximum(nx * lx + ny * ly + nz * lz, _F(0)) / np.sqrt(d2)
-    shade = _F(0.34) + _F(0.04) * nz + ndotl * (_F(1.1) / (one + d2 * _F(1.0 / 16.0)))
+    ndotl = np.maximum(surf.nx * lx + surf.ny * ly + nz * lz, _F(0)) / np.sqrt(d2)
+    shade = _F(0.34) + _F(0.04) * nz + ndotl * (_F(1.1) / (_ONE + d2 * _F(1.0 / 16.0)))
     shade *= pattern
-    if window is not None:  # glass shows the bright sky, brighter upwards; light frame
-        sky = _F(0.82) + _F(0.08) * (pz - one) + _F(0.4) * mullions
+    if windows is not None:
+        window, mullions = windows
+        sky = _F(0.82) + _F(0.08) * (pz - _ONE) + _F(0.4) * mullions
         np.copyto(shade, sky, where=window)
+    return shade
+
+
+def _colour_image(
+    scene: SceneDescription,
+    style: _Style,
+    surface: np.ndarray,
+    shade: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """uint8 RGB image: each surface's colour times its shade, plus a little noise.
+
+    The noise is a window of a fixed cached tile at an offset drawn from ``rng``:
+    cheaper than fresh noise per scene and still deterministic.
+    """
     colours = np.array(
         [style.floor, style.wall, style.ceiling, (0.55, 0.78, 1.0)]
         + [p.albedo for p in scene.primitives],
@@ -758,25 +915,60 @@ def _render(scene: SceneDescription, style: _Style, rng: np.random.Generator) ->
     ) * _F(255.0)
     img = np.stack([np.take(colours[:, c], surface) * shade for c in range(3)], axis=-1)
     oy_, ox_ = int(rng.integers(0, _NOISE_PAD + 1)), int(rng.integers(0, _NOISE_PAD + 1))
-    img += _noise(height, width)[oy_ : oy_ + height, ox_ : ox_ + width]
+    img += _noise(scene.height, scene.width)[oy_ : oy_ + scene.height, ox_ : ox_ + scene.width]
     np.clip(img, 0.0, 255.0, out=img)
-    image = (img + _F(0.5)).astype(np.uint8)
+    return (img + _F(0.5)).astype(np.uint8)
 
-    # Labels in the camera frame: n_cam = R^T n_world; zero and invalid on windows.
+
+def _camera_labels(
+    scene: SceneDescription, rays: _Rays, surf: _Surfaces, window: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Depth, normals and validity in the camera frame, as the labels define them.
+
+    Normals rotate to the camera frame (``n_cam = R^T n_world``); ``t`` already is the
+    z-depth. Glass is invisible to a depth sensor, so windows get zero depth and
+    normals and ``valid`` False. Modifies ``surf.t`` in place (it becomes the depth).
+    """
+    r = rays.r
+    nx, ny, nz, t = surf.nx, surf.ny, surf.nz, surf.t
     normal_planes = [r[0, j] * nx + r[1, j] * ny + r[2, j] * nz for j in range(3)]
     if window is not None:
         valid = ~window
         normal_planes = [n * valid for n in normal_planes]
         t *= valid
     else:
-        valid = np.ones((height, width), dtype=bool)
+        valid = np.ones((scene.height, scene.width), dtype=bool)
+    return t, np.stack(normal_planes, axis=-1), valid
+
+
+def _render(scene: SceneDescription, style: _Style, rng: np.random.Generator) -> RenderedScene:
+    """Ray cast ``scene``: one vectorised pass over all pixels per surface type.
+
+    Per-pixel work is float32 (about 1e-7 relative error), except the sphere and
+    cylinder root solves, which run in float64 inside each primitive's image rectangle
+    (at silhouettes float32 would cost ~1e-4 relative depth). ``np.where`` and
+    ``np.sign`` are avoided in the full-frame passes, where they are several times
+    slower than arithmetic on booleans. Pixel noise is a fixed cached tile, shifted by
+    an offset drawn from ``rng`` (cheaper than drawing fresh noise, still deterministic).
+    """
+    rays = _camera_rays(scene)
+    surf = _room_exit(scene, rays)
+    rects = _hit_primitives(scene, rays, surf)
+    pts = _surface_points(rays, surf.t)
+    windows = _windows_and_mullions(scene, surf, pts)
+    semseg = _semantic_labels(scene, surf.surface)
+    pattern = _surface_pattern(scene, style, surf, pts, rects)
+    shade = _shading(scene, surf, pts, pattern, windows)
+    image = _colour_image(scene, style, surf.surface, shade, rng)
+    window = None if windows is None else windows[0]
+    depth, normals, valid = _camera_labels(scene, rays, surf, window)
     return RenderedScene(
         image=image,
         semseg=semseg,
-        depth=t,
-        normals=np.stack(normal_planes, axis=-1),
+        depth=depth,
+        normals=normals,
         valid=valid,
-        intrinsics=k.astype(_F),
+        intrinsics=scene.intrinsics.astype(_F),
         scene=scene,
     )
 
