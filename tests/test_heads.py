@@ -14,6 +14,7 @@ from torch import nn
 
 import pixcore
 from pixcore import _heads
+from pixcore._params import params_model
 from pixcore.testing import TinyBackbone, TinyBackbonePlugin, check_head, isolated_manager
 
 HEADS = ("fpn", "linear", "deeplabv3plus", "upernet", "dpt")
@@ -156,8 +157,9 @@ def test_params_model_matches_the_signature(
 ) -> None:
     record = heads_manager.registry("heads").get(name)
     assert record.factory is CLASSES[name] and record.description
-    model = record.params
-    assert model is not None and model.model_config.get("extra") == "forbid"
+    assert record.params is None  # declared once: the signature is the schema
+    model = params_model(record)
+    assert model.model_config.get("extra") == "forbid"
     signature = inspect.signature(CLASSES[name])
     assert set(signature.parameters) == set(model.model_fields)
     for field_name, field in model.model_fields.items():

@@ -92,7 +92,7 @@ def test_depth_plugin_alone(tmp_path: Path) -> None:
     assert report["distributions"] == ["pixcore", "pixcore-depth", "pixcore-timm"]
     assert "depth" in report["tasks"]
     assert "segmentation" not in report["tasks"]
-    assert "pip install pixcore-seg" in report["missing"]
+    assert "`pixcore plugins`" in report["missing"]  # core names no plugin; a hint where to look
     assert report["outputs"] == ["depth"]
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ConfigDict
@@ -197,23 +199,55 @@ def test_unknown_name_without_close_match_has_no_suggestion() -> None:
 @pytest.mark.parametrize(
     ("family", "name", "distribution"),
     [
-        ("tasks", "depth", "pixcore-depth"),
-        ("tasks", "Segmentation", "pixcore-seg"),
-        ("losses", "silog", "pixcore-depth"),
-        ("metrics", "angular_error", "pixcore-normals"),
         ("backbones", "timm/resnet18", "pixcore-timm"),
+        ("backbones", "TIMM/ResNet18", "pixcore-timm"),
+        ("losses", "edges/balanced_bce", "pixcore-edges"),
     ],
 )
-def test_unknown_first_party_name_says_what_to_install(family: str, name: str, distribution: str) -> None:
-    reg: Registry = Registry(family)
-    with pytest.raises(pixcore.UnknownComponentError, match=f"pip install {distribution}"):
+def test_unknown_namespaced_name_says_what_to_install(
+    family: str, name: str, distribution: str
+) -> None:
+    reg = registry_with(Component("local", Widget), family=family)
+    with pytest.raises(pixcore.UnknownComponentError, match=f"pip install {distribution}\\."):
         reg.get(name)
 
 
-def test_install_hint_only_for_known_names() -> None:
+def test_no_install_hint_when_the_namespace_is_registered() -> None:
+    lazy = registry_with(FakeZoo().namespace(), family="backbones")
+    eager = registry_with(Component("zoo/alpha", Widget), family="backbones")
+    for reg in (lazy, eager):
+        with pytest.raises(pixcore.UnknownComponentError) as info:
+            reg.get("zoo/omega")
+        assert "pip install" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("family", "name"), [("tasks", "depth"), ("losses", "silog"), ("tasks", "my_task")]
+)
+def test_unknown_plain_name_points_to_plugins(family: str, name: str) -> None:
     with pytest.raises(pixcore.UnknownComponentError) as info:
-        Registry("tasks").get("my_own_task")
-    assert "pip install" not in str(info.value)
+        Registry(family).get(name)
+    message = str(info.value)
+    assert f"If a plugin provides {name!r}" in message
+    assert "`pixcore plugins`" in message and "docs/plugins.md" in message
+    assert "pip install" not in message  # core names no plugin distribution
+
+
+def test_a_close_match_replaces_the_plugin_hint() -> None:
+    reg = registry_with(Component("linear", Widget))
+    with pytest.raises(pixcore.UnknownComponentError) as info:
+        reg.get("lineer")
+    assert "Did you mean 'linear'" in str(info.value) and "pixcore plugins" not in str(info.value)
+
+
+def test_core_names_no_plugin_component() -> None:
+    import pixcore._registry as registry_module
+
+    assert not hasattr(registry_module, "KNOWN_PROVIDERS")
+    source = Path(registry_module.__file__).read_text(encoding="utf-8")
+    assert not re.search(r"pixcore-[a-z]", source)  # only the rule pixcore-{namespace}
+    for named in ("timm", "depth", "segmentation", "normals", "silog", "cross_entropy"):
+        assert named not in source, named
 
 
 def test_malformed_name_is_unknown_not_a_crash() -> None:

@@ -13,30 +13,30 @@ def pixcore_heads() -> Iterator[Component]:
     from pixcore import _heads as h
 
     yield Component(
-        "fpn", h.FPNHead, params=h.FPNParams,
+        "fpn", h.FPNHead,
         description="Feature-pyramid decoder (Panoptic FPN semantic branch)",
     )
     yield Component(
-        "linear", h.LinearHead, params=h.LinearParams,
+        "linear", h.LinearHead,
         description="Linear probe: one 1x1 conv over all levels",
     )
     yield Component(
-        "deeplabv3plus", h.DeepLabV3PlusHead, params=h.DeepLabV3PlusParams,
+        "deeplabv3plus", h.DeepLabV3PlusHead,
         description="DeepLabv3+: ASPP on the coarsest level + low-level skip",
     )
     yield Component(
-        "upernet", h.UPerNetHead, params=h.UPerNetParams,
+        "upernet", h.UPerNetHead,
         description="UPerNet: pyramid pooling + FPN + fusion of all levels",
     )
     yield Component(
-        "dpt", h.DPTHead, params=h.DPTParams,
+        "dpt", h.DPTHead,
         description="DPT decoder: residual fusion blocks from coarse to fine",
     )
 
 
 @hookimpl
 def pixcore_datasets() -> Iterator[Component]:
-    from pixcore.data import FolderDataset, FolderParams, SyntheticScenes
+    from pixcore.data import FolderDataset, SyntheticScenes
 
     yield Component(
         "synthetic",
@@ -46,7 +46,6 @@ def pixcore_datasets() -> Iterator[Component]:
     yield Component(
         "folder",
         FolderDataset,
-        params=FolderParams,
         description="Images and targets in folders, matched by file name (glob patterns)",
     )
 
@@ -78,24 +77,17 @@ def pixcore_augmentations() -> Iterator[Component]:
 
 @hookimpl
 def pixcore_weightings() -> Iterator[Component]:
-    from pixcore._weighting import (
-        DWAParams,
-        DynamicWeightAverage,
-        FixedParams,
-        FixedWeighting,
-        UncertaintyParams,
-        UncertaintyWeighting,
-    )
+    from pixcore._weighting import DynamicWeightAverage, FixedWeighting, UncertaintyWeighting
 
     yield Component(
-        "fixed", FixedWeighting, params=FixedParams,
+        "fixed", FixedWeighting,
         description="Sum of each task's loss times its configured weight (the default)",
     )
     yield Component(
-        "uncertainty", UncertaintyWeighting, params=UncertaintyParams,
+        "uncertainty", UncertaintyWeighting,
         description="Learned homoscedastic uncertainty weights (Kendall et al. 2018)",
     )
     yield Component(
-        "dwa", DynamicWeightAverage, params=DWAParams,
+        "dwa", DynamicWeightAverage,
         description="Dynamic Weight Average from loss ratios (Liu et al. 2019)",
     )

@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 from torch import Tensor, nn
 
 from pixcore._errors import ConfigError
@@ -45,15 +45,10 @@ from pixcore._interfaces import FeatureLevel, Head
 
 __all__ = [
     "DPTHead",
-    "DPTParams",
     "DeepLabV3PlusHead",
-    "DeepLabV3PlusParams",
     "FPNHead",
-    "FPNParams",
     "LinearHead",
-    "LinearParams",
     "UPerNetHead",
-    "UPerNetParams",
     "default_atrous_rates",
     "init_weights",
 ]
@@ -63,8 +58,14 @@ __all__ = [
 #: group), which does not depend on the batch and so also trains with batch size 1.
 Norm = Literal["bn", "gn"]
 
-_NORM_DESCRIPTION = 'Norm after hidden convs: "bn" (BatchNorm) or "gn" (GroupNorm).'
-_DROPOUT_DESCRIPTION = "Dropout2d rate before the output layer."
+# The constraints the heads' signatures share; each parameter is described in its head's
+# docstring (pixcore reads both: see docs/plugins.md#parameter-validation).
+#: A number of channels.
+Channels = Annotated[int, Field(ge=1)]
+#: A Dropout2d rate.
+Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
+#: Positive sizes or rates, at least one.
+Positives = Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)]
 
 
 # --------------------------------------------------------------------------------------
@@ -162,17 +163,6 @@ def _check_levels(head: str, levels: object) -> list[FeatureLevel]:
     )
 
 
-class _HeadParams(BaseModel):
-    """The fields every head receives from pixcore rather than from the user."""
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-
-    in_features: list[FeatureLevel] = Field(
-        description="The backbone's feature levels, finest first (given by pixcore)."
-    )
-    out_channels: int = Field(gt=0, description="Raw output channels (given by the task).")
-
-
 class _PyramidHead(Head):
     """Keeps the checked feature contract and checks the feature list at run time."""
 
@@ -197,16 +187,6 @@ class _PyramidHead(Head):
 # --------------------------------------------------------------------------------------
 
 
-class FPNParams(_HeadParams):
-    """Parameters of the ``fpn`` head."""
-
-    channels: int = Field(
-        default=128, ge=1, description="Width of the pyramid and of the semantic branch."
-    )
-    norm: Norm = Field(default="bn", description=_NORM_DESCRIPTION)
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description=_DROPOUT_DESCRIPTION)
-
-
 class FPNHead(_PyramidHead):
     """Feature-pyramid decoder: the semantic branch of Panoptic FPN (Kirillov et al. 2019).
 
@@ -225,8 +205,8 @@ class FPNHead(_PyramidHead):
         in_features: The backbone's feature contract (given by pixcore).
         out_channels: Raw output channels (given by the task).
         channels: Width of the pyramid and of the semantic branch.
-        norm: ``"bn"`` or ``"gn"``.
-        dropout: Dropout before the output layer.
+        norm: Norm after hidden convs: ``"bn"`` (BatchNorm) or ``"gn"`` (GroupNorm).
+        dropout: Dropout2d rate before the output layer, in ``[0, 1)``.
     """
 
     name = "fpn"
@@ -234,27 +214,20 @@ class FPNHead(_PyramidHead):
     def __init__(
         self,
         in_features: list[FeatureLevel],
-        out_channels: int,
-        channels: int = 128,
+        out_channels: Channels,
+        channels: Channels = 128,
         norm: Norm = "bn",
-        dropout: float = 0.0,
+        dropout: Dropout = 0.0,
     ) -> None:
-        p = FPNParams(
-            in_features=_check_levels(self.name, in_features),
-            out_channels=out_channels,
-            channels=channels,
-            norm=norm,
-            dropout=dropout,
-        )
-        super().__init__(p.in_features)
-        width = p.channels
+        super().__init__(in_features)
+        width = channels
         self.lateral = nn.ModuleList(nn.Conv2d(f.channels, width, 1) for f in self.in_features)
         self.branches = nn.ModuleList(
-            nn.ModuleList(_conv_norm_relu(width, width, p.norm) for _ in range(max(1, i)))
+            nn.ModuleList(_conv_norm_relu(width, width, norm) for _ in range(max(1, i)))
             for i in range(len(self.in_features))
         )
-        self.dropout = _dropout(p.dropout)
-        self.output = nn.Conv2d(width, p.out_channels, 1)
+        self.dropout = _dropout(dropout)
+        self.output = nn.Conv2d(width, out_channels, 1)
         init_weights(self)
         _init_output(self.output)
 
@@ -280,10 +253,6 @@ class FPNHead(_PyramidHead):
 # --------------------------------------------------------------------------------------
 
 
-class LinearParams(_HeadParams):
-    """Parameters of the ``linear`` head (it has none of its own)."""
-
-
 class LinearHead(_PyramidHead):
     """A linear probe: every level upsampled to the finest, concatenated, one 1x1 conv.
 
@@ -300,13 +269,10 @@ class LinearHead(_PyramidHead):
 
     name = "linear"
 
-    def __init__(self, in_features: list[FeatureLevel], out_channels: int) -> None:
-        p = LinearParams(
-            in_features=_check_levels(self.name, in_features), out_channels=out_channels
-        )
-        super().__init__(p.in_features)
+    def __init__(self, in_features: list[FeatureLevel], out_channels: Channels) -> None:
+        super().__init__(in_features)
         self.splits = [f.channels for f in self.in_features]
-        self.output = nn.Conv2d(sum(self.splits), p.out_channels, 1)
+        self.output = nn.Conv2d(sum(self.splits), out_channels, 1)
         _init_output(self.output)
 
     def forward(self, features: list[Tensor], size: tuple[int, int]) -> Tensor:
@@ -337,35 +303,6 @@ def default_atrous_rates(stride: int) -> tuple[int, ...]:
     (rounded, at least 1).
     """
     return tuple(max(1, round(r * _REFERENCE_STRIDE / stride)) for r in _REFERENCE_RATES)
-
-
-class DeepLabV3PlusParams(_HeadParams):
-    """Parameters of the ``deeplabv3plus`` head."""
-
-    channels: int = Field(default=256, ge=1, description="Width of ASPP and of the decoder.")
-    atrous_rates: tuple[int, ...] | None = Field(
-        default=None,
-        min_length=1,
-        description=(
-            "Dilation rates of the ASPP 3x3 branches, in pixels of the coarsest level. None: "
-            "(6, 12, 18) at stride 16, rescaled to the coarsest stride ((3, 6, 9) at 32)."
-        ),
-    )
-    low_level_channels: int = Field(
-        default=48, ge=1, description="Width of the projection of the finest level's features."
-    )
-    aspp_dropout: float = Field(
-        default=0.1, ge=0.0, lt=1.0, description="Dropout2d rate after the ASPP projection."
-    )
-    norm: Norm = Field(default="bn", description=_NORM_DESCRIPTION)
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description=_DROPOUT_DESCRIPTION)
-
-    @field_validator("atrous_rates")
-    @classmethod
-    def _positive(cls, rates: tuple[int, ...] | None) -> tuple[int, ...] | None:
-        if rates is not None and any(r < 1 for r in rates):
-            raise ValueError(f"every atrous rate must be at least 1, got {rates}")
-        return rates
 
 
 class _ASPP(nn.Module):
@@ -419,12 +356,13 @@ class DeepLabV3PlusHead(_PyramidHead):
         in_features: The backbone's feature contract (given by pixcore).
         out_channels: Raw output channels (given by the task).
         channels: Width of ASPP and of the decoder.
-        atrous_rates: ASPP 3x3 rates; None: :func:`default_atrous_rates` of the coarsest
-            stride.
-        low_level_channels: Width of the low-level projection.
-        aspp_dropout: Dropout after the ASPP projection.
-        norm: ``"bn"`` or ``"gn"``.
-        dropout: Dropout before the output layer.
+        atrous_rates: Dilation rates of the ASPP 3x3 branches, in pixels of the coarsest
+            level. None: (6, 12, 18) at stride 16, rescaled to the coarsest stride ((3, 6,
+            9) at 32; :func:`default_atrous_rates`).
+        low_level_channels: Width of the projection of the finest level's features.
+        aspp_dropout: Dropout2d rate after the ASPP projection, in ``[0, 1)``.
+        norm: Norm after hidden convs: ``"bn"`` (BatchNorm) or ``"gn"`` (GroupNorm).
+        dropout: Dropout2d rate before the output layer, in ``[0, 1)``.
     """
 
     name = "deeplabv3plus"
@@ -432,35 +370,25 @@ class DeepLabV3PlusHead(_PyramidHead):
     def __init__(
         self,
         in_features: list[FeatureLevel],
-        out_channels: int,
-        channels: int = 256,
-        atrous_rates: tuple[int, ...] | None = None,
-        low_level_channels: int = 48,
-        aspp_dropout: float = 0.1,
+        out_channels: Channels,
+        channels: Channels = 256,
+        atrous_rates: Positives | None = None,
+        low_level_channels: Channels = 48,
+        aspp_dropout: Dropout = 0.1,
         norm: Norm = "bn",
-        dropout: float = 0.0,
+        dropout: Dropout = 0.0,
     ) -> None:
-        p = DeepLabV3PlusParams(
-            in_features=_check_levels(self.name, in_features),
-            out_channels=out_channels,
-            channels=channels,
-            atrous_rates=atrous_rates,
-            low_level_channels=low_level_channels,
-            aspp_dropout=aspp_dropout,
-            norm=norm,
-            dropout=dropout,
-        )
-        super().__init__(p.in_features)
+        super().__init__(in_features)
         coarsest, finest = self.in_features[-1], self.in_features[0]
-        self.atrous_rates = p.atrous_rates or default_atrous_rates(coarsest.stride)
-        self.aspp = _ASPP(coarsest.channels, p.channels, self.atrous_rates, p.norm, p.aspp_dropout)
-        self.low_level = _conv_norm_relu(finest.channels, p.low_level_channels, p.norm, kernel=1)
+        self.atrous_rates = tuple(atrous_rates or default_atrous_rates(coarsest.stride))
+        self.aspp = _ASPP(coarsest.channels, channels, self.atrous_rates, norm, aspp_dropout)
+        self.low_level = _conv_norm_relu(finest.channels, low_level_channels, norm, kernel=1)
         self.decoder = nn.Sequential(
-            _conv_norm_relu(p.channels + p.low_level_channels, p.channels, p.norm),
-            _conv_norm_relu(p.channels, p.channels, p.norm),
+            _conv_norm_relu(channels + low_level_channels, channels, norm),
+            _conv_norm_relu(channels, channels, norm),
         )
-        self.dropout = _dropout(p.dropout)
-        self.output = nn.Conv2d(p.channels, p.out_channels, 1)
+        self.dropout = _dropout(dropout)
+        self.output = nn.Conv2d(channels, out_channels, 1)
         init_weights(self)
         _init_output(self.output)
 
@@ -475,28 +403,6 @@ class DeepLabV3PlusHead(_PyramidHead):
 # --------------------------------------------------------------------------------------
 # UPerNet
 # --------------------------------------------------------------------------------------
-
-
-class UPerNetParams(_HeadParams):
-    """Parameters of the ``upernet`` head."""
-
-    channels: int = Field(
-        default=256, ge=1, description="Width of the pyramid and of every block."
-    )
-    pool_scales: tuple[int, ...] = Field(
-        default=(1, 2, 3, 6),
-        min_length=1,
-        description="Output sizes of the pyramid pooling module's average pools.",
-    )
-    norm: Norm = Field(default="bn", description=_NORM_DESCRIPTION)
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description=_DROPOUT_DESCRIPTION)
-
-    @field_validator("pool_scales")
-    @classmethod
-    def _positive(cls, scales: tuple[int, ...]) -> tuple[int, ...]:
-        if any(s < 1 for s in scales):
-            raise ValueError(f"every pool scale must be at least 1, got {scales}")
-        return scales
 
 
 class _PyramidPooling(nn.Module):
@@ -544,9 +450,9 @@ class UPerNetHead(_PyramidHead):
         in_features: The backbone's feature contract (given by pixcore).
         out_channels: Raw output channels (given by the task).
         channels: Width of the pyramid and of every block.
-        pool_scales: Pyramid pooling sizes.
-        norm: ``"bn"`` or ``"gn"``.
-        dropout: Dropout before the output layer.
+        pool_scales: Output sizes of the pyramid pooling module's average pools.
+        norm: Norm after hidden convs: ``"bn"`` (BatchNorm) or ``"gn"`` (GroupNorm).
+        dropout: Dropout2d rate before the output layer, in ``[0, 1)``.
     """
 
     name = "upernet"
@@ -554,30 +460,22 @@ class UPerNetHead(_PyramidHead):
     def __init__(
         self,
         in_features: list[FeatureLevel],
-        out_channels: int,
-        channels: int = 256,
-        pool_scales: tuple[int, ...] = (1, 2, 3, 6),
+        out_channels: Channels,
+        channels: Channels = 256,
+        pool_scales: Positives = (1, 2, 3, 6),
         norm: Norm = "bn",
-        dropout: float = 0.0,
+        dropout: Dropout = 0.0,
     ) -> None:
-        p = UPerNetParams(
-            in_features=_check_levels(self.name, in_features),
-            out_channels=out_channels,
-            channels=channels,
-            pool_scales=pool_scales,
-            norm=norm,
-            dropout=dropout,
-        )
-        super().__init__(p.in_features)
-        width, finer = p.channels, self.in_features[:-1]
-        self.ppm = _PyramidPooling(self.in_features[-1].channels, width, p.pool_scales, p.norm)
+        super().__init__(in_features)
+        width, finer = channels, self.in_features[:-1]
+        self.ppm = _PyramidPooling(self.in_features[-1].channels, width, pool_scales, norm)
         self.lateral = nn.ModuleList(
-            _conv_norm_relu(f.channels, width, p.norm, kernel=1) for f in finer
+            _conv_norm_relu(f.channels, width, norm, kernel=1) for f in finer
         )
-        self.smooth = nn.ModuleList(_conv_norm_relu(width, width, p.norm) for _ in finer)
-        self.fuse = _conv_norm_relu(len(self.in_features) * width, width, p.norm)
-        self.dropout = _dropout(p.dropout)
-        self.output = nn.Conv2d(width, p.out_channels, 1)
+        self.smooth = nn.ModuleList(_conv_norm_relu(width, width, norm) for _ in finer)
+        self.fuse = _conv_norm_relu(len(self.in_features) * width, width, norm)
+        self.dropout = _dropout(dropout)
+        self.output = nn.Conv2d(width, out_channels, 1)
         init_weights(self)
         _init_output(self.output)
 
@@ -597,19 +495,6 @@ class UPerNetHead(_PyramidHead):
 # --------------------------------------------------------------------------------------
 # DPT
 # --------------------------------------------------------------------------------------
-
-
-class DPTParams(_HeadParams):
-    """Parameters of the ``dpt`` head."""
-
-    channels: int = Field(
-        default=256, ge=2, description="Width of the reassembled levels and of the fusion blocks."
-    )
-    head_channels: int = Field(
-        default=32, ge=1, description="Width of the output head's last hidden layer."
-    )
-    norm: Norm = Field(default="bn", description=_NORM_DESCRIPTION)
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description=_DROPOUT_DESCRIPTION)
 
 
 class _ResidualConvUnit(nn.Module):
@@ -670,8 +555,8 @@ class DPTHead(_PyramidHead):
         out_channels: Raw output channels (given by the task).
         channels: Width of the reassembled levels and the fusion blocks.
         head_channels: Width of the output head's last hidden layer.
-        norm: ``"bn"`` or ``"gn"``.
-        dropout: Dropout before the output layer.
+        norm: Norm after hidden convs: ``"bn"`` (BatchNorm) or ``"gn"`` (GroupNorm).
+        dropout: Dropout2d rate before the output layer, in ``[0, 1)``.
     """
 
     name = "dpt"
@@ -679,33 +564,25 @@ class DPTHead(_PyramidHead):
     def __init__(
         self,
         in_features: list[FeatureLevel],
-        out_channels: int,
-        channels: int = 256,
-        head_channels: int = 32,
+        out_channels: Channels,
+        channels: Annotated[int, Field(ge=2)] = 256,
+        head_channels: Channels = 32,
         norm: Norm = "bn",
-        dropout: float = 0.0,
+        dropout: Dropout = 0.0,
     ) -> None:
-        p = DPTParams(
-            in_features=_check_levels(self.name, in_features),
-            out_channels=out_channels,
-            channels=channels,
-            head_channels=head_channels,
-            norm=norm,
-            dropout=dropout,
-        )
-        super().__init__(p.in_features)
-        width, count = p.channels, len(self.in_features)
+        super().__init__(in_features)
+        width, count = channels, len(self.in_features)
         self.reassemble = nn.ModuleList(
             nn.Conv2d(f.channels, width, 1, bias=False) for f in self.in_features
         )
         # fusion[i] serves level i; the coarsest (last) has no coarser input.
         self.fusion = nn.ModuleList(
-            _FusionBlock(width, p.norm, coarsest=i == count - 1) for i in range(count)
+            _FusionBlock(width, norm, coarsest=i == count - 1) for i in range(count)
         )
-        self.head_in = _conv_norm_relu(width, width // 2, p.norm)
-        self.head_out = _conv_norm_relu(width // 2, p.head_channels, p.norm)
-        self.dropout = _dropout(p.dropout)
-        self.output = nn.Conv2d(p.head_channels, p.out_channels, 1)
+        self.head_in = _conv_norm_relu(width, width // 2, norm)
+        self.head_out = _conv_norm_relu(width // 2, head_channels, norm)
+        self.dropout = _dropout(dropout)
+        self.output = nn.Conv2d(head_channels, out_channels, 1)
         init_weights(self)
         _init_output(self.output)
 

@@ -36,11 +36,17 @@ class Component:
 
     Attributes:
         name: Registry name, normalised to lower case (``"fpn"``, ``"timm/resnet18"``).
-        factory: Called with the validated parameters (plus context arguments such as
-            ``in_features`` for heads) to create the component; usually the class itself.
-        params: Pydantic model of the user-settable parameters. When None, pixcore derives
-            one from the factory's signature (annotations become field types, defaults
-            stay defaults, unknown keys are rejected).
+        factory: Called with the validated parameters (plus the context facts its signature
+            declares, such as ``in_features`` for heads) to create the component; usually
+            the class itself. Its signature is the one declaration of the parameters:
+            annotations (``Annotated[int, Field(ge=1)]`` for constraints), defaults and the
+            docstring's ``Args:`` give the model pixcore validates against, and an optional
+            static method ``check_params`` holds rules between parameters (see
+            docs/plugins.md#parameter-validation).
+        params: Leave it None. For a factory whose signature cannot be the schema (one
+            taking ``**kwargs``), an explicit pydantic model of the user-settable
+            parameters; it replaces the derived model, and context facts the factory's
+            signature declares still reach the factory.
         description: One line shown by ``pixcore list``.
         distribution: Filled in by pixcore: the distribution (or in-process plugin) that
             provided the record.

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import inspect
-import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ValidationError
 
 from pixcore._errors import ConfigError, DuplicateComponentError, UnknownComponentError
+from pixcore._params import context_facts, params_model, run_checks
 from pixcore._records import Component, ComponentNamespace, normalize_name
 
-__all__ = ["FAMILIES", "KNOWN_PROVIDERS", "Registry", "params_model"]
+__all__ = ["FAMILIES", "Registry", "params_model"]
 
 T = TypeVar("T")
 
@@ -30,75 +29,10 @@ FAMILIES: tuple[str, ...] = (
     "weightings",
 )
 
-#: Names that a first-party plugin provides, so that an unknown-name error can say what
-#: to install. Glob patterns per family.
-KNOWN_PROVIDERS: dict[str, dict[str, str]] = {
-    "backbones": {"timm/*": "pixcore-timm"},
-    "tasks": {
-        "segmentation": "pixcore-seg",
-        "depth": "pixcore-depth",
-        "normals": "pixcore-normals",
-    },
-    "losses": {
-        "cross_entropy": "pixcore-seg",
-        "silog": "pixcore-depth",
-        "angular": "pixcore-normals",
-        "cosine": "pixcore-normals",
-        "l1": "pixcore-depth",
-        "berhu": "pixcore-depth",
-        "ssi": "pixcore-depth",
-        "gradient_matching": "pixcore-depth",
-        "dice": "pixcore-seg",
-        "focal": "pixcore-seg",
-        "lovasz": "pixcore-seg",
-        "ohem_cross_entropy": "pixcore-seg",
-        "normals_l1": "pixcore-normals",
-    },
-    "metrics": {
-        "miou": "pixcore-seg",
-        "depth_errors": "pixcore-depth",
-        "angular_error": "pixcore-normals",
-    },
-    "datasets": {
-        "voc": "pixcore-seg",
-        "cityscapes": "pixcore-seg",
-        "ade20k": "pixcore-seg",
-        "nyu_depth_v2": "pixcore-depth",
-        "kitti_depth": "pixcore-depth",
-    },
-}
-
-
-def _settable_parameters(factory: Any) -> list[inspect.Parameter]:
-    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    return [p for p in inspect.signature(factory).parameters.values() if p.kind not in skip]
-
-
-def params_model(component: Component) -> type[BaseModel]:
-    """The pydantic model that validates ``component``'s parameters.
-
-    The record's own ``params`` model when it has one; otherwise one derived from the
-    factory's signature, so that a plugin author gets validation by writing type hints.
-    """
-    if component.params is not None:
-        return component.params
-    target = component.factory
-    init = target.__init__ if inspect.isclass(target) else target
-    try:
-        hints = typing.get_type_hints(init)
-    except Exception:  # unresolvable forward references: validate loosely
-        hints = {}
-    fields: dict[str, Any] = {}
-    for parameter in _settable_parameters(target):
-        annotation = hints.get(parameter.name, Any)
-        default = ... if parameter.default is inspect.Parameter.empty else parameter.default
-        fields[parameter.name] = (annotation, default)
-    title = "".join(part.capitalize() for part in component.name.replace("/", "_").split("_"))
-    return create_model(  # type: ignore[call-overload, no-any-return]
-        f"{title}Params",
-        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
-        **fields,
-    )
+#: A plugin distribution that provides the names ``NS/...`` is called ``pixcore-NS``: the
+#: one rule an unknown namespaced name is answered with (see docs/plugins.md). Core code
+#: names no plugin and no plugin component.
+DISTRIBUTION_OF_NAMESPACE = "pixcore-{namespace}"
 
 
 def _format_validation_error(error: ValidationError, path: str) -> str:
@@ -116,8 +50,9 @@ class Registry(Generic[T]):
 
     Names are case-insensitive. A name registered twice raises
     :class:`~pixcore.DuplicateComponentError` naming both providers; an unknown name
-    raises :class:`~pixcore.UnknownComponentError` with close matches and, where known,
-    the distribution to install.
+    raises :class:`~pixcore.UnknownComponentError` with close matches and where it may
+    come from: ``pixcore-NS`` for a name ``NS/...`` whose namespace nothing registers
+    (:data:`DISTRIBUTION_OF_NAMESPACE`), some plugin for a plain name.
     """
 
     def __init__(self, family: str) -> None:
@@ -193,7 +128,7 @@ class Registry(Generic[T]):
         raise self._unknown(name, candidates=self._components)
 
     def _namespaced(self, key: str) -> list[str]:
-        """Registered names that are ``key`` inside a namespace, e.g. 'timm/resnet18' for 'resnet18'."""
+        """Registered names that are ``key`` inside a namespace ('zoo/alpha' for 'alpha')."""
         found = [name for name in self._components if name.endswith("/" + key)]
         found += [p + key for p, ns in self._namespaces.items() if ns.resolve(p + key) is not None]
         return sorted(found)
@@ -207,14 +142,7 @@ class Registry(Generic[T]):
         )
         if close:
             message += " Did you mean " + " or ".join(repr(c) for c in close) + "?"
-        covered = any(name.lower().startswith(prefix) for prefix in self._namespaces)
-        for pattern, distribution in KNOWN_PROVIDERS.get(self.family, {}).items():
-            if not covered and fnmatch.fnmatchcase(name.lower(), pattern):
-                message += (
-                    f" {name!r} is provided by the plugin distribution {distribution}: "
-                    f"pip install {distribution}."
-                )
-                break
+        message += self._install_hint(name, suggested=bool(close))
         available = sorted(self._components)[:30]
         available += [ns + "*" for ns in self._namespaces]
         message += (
@@ -222,6 +150,26 @@ class Registry(Generic[T]):
             f" (`pixcore list {self.family}` shows all)."
         )
         return UnknownComponentError(self.family, name, message)
+
+    def _install_hint(self, name: str, *, suggested: bool) -> str:
+        """Where an unknown name may come from: for ``NS/...``, ``pixcore-NS`` unless a
+        namespace ``NS/`` is registered; for a plain name, some plugin."""
+        namespace, slash, _ = name.strip().lower().partition("/")
+        if slash:
+            prefix = namespace + "/"
+            if prefix in self._namespaces or any(n.startswith(prefix) for n in self._components):
+                return ""
+            distribution = DISTRIBUTION_OF_NAMESPACE.format(namespace=namespace)
+            return (
+                f" No installed plugin registers names under {prefix!r}; by convention the "
+                f"plugin distribution {distribution} does: pip install {distribution}."
+            )
+        if suggested:
+            return ""
+        return (
+            f" If a plugin provides {name!r}, install it: `pixcore plugins` lists the "
+            "installed plugins and what they register (see docs/plugins.md)."
+        )
 
     def list(self, pattern: str = "*") -> list[str]:
         """Sorted names matching a glob ``pattern``, namespaced names included."""
@@ -247,35 +195,60 @@ class Registry(Generic[T]):
         """Validate ``params`` for ``name`` and return the keyword arguments of its factory.
 
         ``context`` holds facts that pixcore supplies (a head's ``in_features``, a task's
-        ``num_classes``); each reaches the factory only if it declares a parameter of that
-        name, and an explicit user parameter wins. Errors name the config ``path``.
+        ``num_classes``); each reaches the factory only if its signature (or its explicit
+        params model) declares a parameter of that name, and an explicit user parameter
+        wins. Errors name the config ``path``.
         """
-        try:
-            component = self.get(name)
-        except UnknownComponentError as error:
-            if not path:
-                raise
-            where = path.removesuffix(".params")  # the component's place in the config
-            raise UnknownComponentError(self.family, name, f"{where}: {error}") from None
-        model = params_model(component)
-        accepted = set(model.model_fields)
-        merged = {k: v for k, v in (context or {}).items() if k in accepted}
-        merged.update(params or {})
-        try:
-            validated = model.model_validate(merged)
-        except ValidationError as error:
-            raise ConfigError(
-                f"invalid parameters for {self.singular} {component.name!r}"
-                f" (from {component.distribution or 'unknown'}):\n"
-                + _format_validation_error(error, path)
-                + f"\nAccepted parameters: {', '.join(sorted(accepted - set(context or {}))) or '(none)'}."
-            ) from None
-        return {k: getattr(validated, k) for k in model.model_fields}
+        return self._arguments(self._component(name, path), params, path, context or {})
 
     def create(
         self, name: str, params: Mapping[str, Any] | None = None, *, path: str = "",
         context: Mapping[str, Any] | None = None,
     ) -> T:
         """Validate ``params`` and call the factory of ``name``."""
-        kwargs = self.validate(name, params, path=path, context=context)
-        return self.get(name).factory(**kwargs)  # type: ignore[no-any-return]
+        component = self._component(name, path)
+        kwargs = self._arguments(component, params, path, context or {})
+        return component.factory(**kwargs)  # type: ignore[no-any-return]
+
+    def _component(self, name: str, path: str) -> Component:
+        try:
+            return self.get(name)
+        except UnknownComponentError as error:
+            if not path:
+                raise
+            where = path.removesuffix(".params")  # the component's place in the config
+            raise UnknownComponentError(self.family, name, f"{where}: {error}") from None
+
+    def _arguments(
+        self, component: Component, params: Mapping[str, Any] | None, path: str,
+        context: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Validate once: the facts it declares, overridden by the user's parameters,
+        against its model; then its ``check_params`` rules."""
+        model = params_model(component)
+        facts = context_facts(component, model, context)
+        given = {k: v for k, v in facts.items() if k in model.model_fields}
+        given.update(params or {})
+        try:
+            validated = model.model_validate(given)
+        except ValidationError as error:
+            lines = _format_validation_error(error, path)
+            raise self._invalid(component, model, context, lines) from None
+        # Facts the factory declares but an explicit model lacks go to the factory as given.
+        kwargs = {**facts, **{k: getattr(validated, k) for k in model.model_fields}}
+        try:
+            run_checks(component.factory, kwargs)
+        except ValueError as error:
+            lines = f"  {path or '(parameters)'}: {error}"
+            raise self._invalid(component, model, context, lines) from None
+        return kwargs
+
+    def _invalid(
+        self, component: Component, model: type[BaseModel], context: Mapping[str, Any], lines: str
+    ) -> ConfigError:
+        accepted = sorted(set(model.model_fields) - set(context)) or ["(none)"]
+        return ConfigError(
+            f"invalid parameters for {self.singular} {component.name!r}"
+            f" (from {component.distribution or 'unknown'}):\n{lines}"
+            f"\nAccepted parameters: {', '.join(accepted)}."
+        )

@@ -21,19 +21,17 @@ from typing import Annotated
 
 import torch
 import torch.distributed as dist
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from pixcore._interfaces import LossOutput, TaskWeighting
 
-__all__ = [
-    "DWAParams",
-    "DynamicWeightAverage",
-    "FixedParams",
-    "FixedWeighting",
-    "UncertaintyParams",
-    "UncertaintyWeighting",
-]
+__all__ = ["DynamicWeightAverage", "FixedWeighting", "UncertaintyWeighting"]
+
+#: The task names, in the model's order (given by pixcore: the context fact ``tasks``).
+TaskNames = Sequence[str]
+#: Each task's configured ``weight`` (given by pixcore: the context fact ``weights``).
+TaskWeights = Mapping[str, float]
 
 
 def _check_tasks(tasks: Sequence[str], what: str) -> list[str]:
@@ -78,20 +76,6 @@ def _warn_ignored_weights(weights: Mapping[str, float] | None, what: str) -> Non
 # --------------------------------------------------------------------------------------
 
 
-class FixedParams(BaseModel):
-    """Parameters of the ``fixed`` weighting."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    weights: dict[str, Annotated[float, Field(ge=0.0)]] = Field(
-        default_factory=dict,
-        description="Weight per task name; default: each task's `weight` in the model config.",
-    )
-    tasks: list[str] | None = Field(
-        default=None, description="The model's task names (filled in by pixcore)."
-    )
-
-
 class FixedWeighting(TaskWeighting):
     r"""Constant weights: :math:`L = \sum_i w_i L_i`, :math:`w_i` = the task's ``weight``.
 
@@ -101,15 +85,19 @@ class FixedWeighting(TaskWeighting):
     (the weights do not change).
 
     Args:
-        weights: Non-negative weight per task name.
-        tasks: The task names; when given, ``weights`` must name each of them.
+        weights: Non-negative weight per task name; default: each task's ``weight`` in the
+            model config (given by pixcore).
+        tasks: The task names (given by pixcore); when given, ``weights`` must name each of
+            them.
     """
 
-    def __init__(self, weights: Mapping[str, float], tasks: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        weights: Mapping[str, Annotated[float, Field(ge=0.0)]] | None = None,
+        tasks: TaskNames | None = None,
+    ) -> None:
         super().__init__()
-        negative = {k: v for k, v in weights.items() if not v >= 0.0}
-        if negative:
-            raise ValueError(f"fixed weighting: weights must be >= 0, got {negative}")
+        weights = weights or {}
         if tasks is not None:
             missing = [t for t in tasks if t not in weights]
             extra = [k for k in weights if k not in tasks]
@@ -148,20 +136,6 @@ class FixedWeighting(TaskWeighting):
 # --------------------------------------------------------------------------------------
 
 
-class UncertaintyParams(BaseModel):
-    """Parameters of the ``uncertainty`` weighting."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tasks: list[str] = Field(description="The model's task names (filled in by pixcore).")
-    init_log_variance: float = Field(
-        default=0.0, description="Initial s_i = log sigma_i^2 of every task (0: weight 1)."
-    )
-    weights: dict[str, float] | None = Field(
-        default=None, description="The tasks' configured weights (filled in by pixcore; unused)."
-    )
-
-
 class UncertaintyWeighting(TaskWeighting):
     r"""Homoscedastic-uncertainty weighting (Kendall, Gal and Cipolla, CVPR 2018).
 
@@ -189,13 +163,14 @@ class UncertaintyWeighting(TaskWeighting):
     ``weight/<task>`` (:math:`e^{-s_i}`, 0 when absent) and ``log_variance/<task>``.
 
     Args:
-        tasks: The task names, in the model's order.
-        init_log_variance: Initial :math:`s_i` for every task.
+        tasks: The task names, in the model's order (given by pixcore).
+        init_log_variance: Initial :math:`s_i = \log \sigma_i^2` of every task (0: weight 1).
+        weights: The tasks' configured weights (given by pixcore; unused, a warning says so).
     """
 
     def __init__(
-        self, tasks: Sequence[str], init_log_variance: float = 0.0,
-        weights: Mapping[str, float] | None = None,
+        self, tasks: TaskNames, init_log_variance: float = 0.0,
+        weights: TaskWeights | None = None,
     ) -> None:
         super().__init__()
         self.tasks = _check_tasks(tasks, "uncertainty")
@@ -223,24 +198,6 @@ class UncertaintyWeighting(TaskWeighting):
 # --------------------------------------------------------------------------------------
 # dwa
 # --------------------------------------------------------------------------------------
-
-
-class DWAParams(BaseModel):
-    """Parameters of the ``dwa`` weighting."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tasks: list[str] = Field(description="The model's task names (filled in by pixcore).")
-    period: int = Field(
-        default=100, ge=1,
-        description="Steps per averaging period (the paper's epoch); e.g. steps per epoch.",
-    )
-    temperature: float = Field(
-        default=2.0, gt=0.0, description="Softmax temperature T; larger is closer to equal weights."
-    )
-    weights: dict[str, float] | None = Field(
-        default=None, description="The tasks' configured weights (filled in by pixcore; unused)."
-    )
 
 
 class DynamicWeightAverage(TaskWeighting):
@@ -274,9 +231,12 @@ class DynamicWeightAverage(TaskWeighting):
     in evaluation mode. Parts logged: ``weight/<task>``.
 
     Args:
-        tasks: The task names, in the model's order.
-        period: Steps per period (``>= 1``).
-        temperature: :math:`T` (``> 0``; the paper uses 2).
+        tasks: The task names, in the model's order (given by pixcore).
+        period: Steps per averaging period (``>= 1``; the paper's epoch), e.g. the steps
+            per epoch.
+        temperature: Softmax temperature :math:`T` (``> 0``; the paper uses 2); larger is
+            closer to equal weights.
+        weights: The tasks' configured weights (given by pixcore; unused, a warning says so).
     """
 
     loss_sum: Tensor
@@ -286,15 +246,17 @@ class DynamicWeightAverage(TaskWeighting):
     periods: Tensor
 
     def __init__(
-        self, tasks: Sequence[str], period: int = 100, temperature: float = 2.0,
-        weights: Mapping[str, float] | None = None,
+        self,
+        tasks: TaskNames,
+        period: Annotated[int, Field(ge=1)] = 100,
+        temperature: Annotated[float, Field(gt=0.0)] = 2.0,
+        weights: TaskWeights | None = None,
     ) -> None:
         super().__init__()
-        params = DWAParams(tasks=list(tasks), period=period, temperature=temperature)
-        self.tasks = _check_tasks(params.tasks, "dwa")
+        self.tasks = _check_tasks(tasks, "dwa")
         _warn_ignored_weights(weights, "dwa")
-        self.period = params.period
-        self.temperature = params.temperature
+        self.period = period
+        self.temperature = temperature
         k = len(self.tasks)
         # float32 buffers, so that the module works on every device (MPS has no float64).
         self.register_buffer("loss_sum", torch.zeros(k))

@@ -4,7 +4,8 @@ from pixcore.data._collate import collate as collate
 from pixcore.data._files import MAX_REPORTED_PROBLEMS as MAX_REPORTED_PROBLEMS
 from pixcore.data._files import ClassMaskFile as ClassMaskFile
 from pixcore.data._files import DatasetError as DatasetError
-from pixcore.data._files import DatasetParams as DatasetParams
+from pixcore.data._files import DatasetRoot as DatasetRoot
+from pixcore.data._files import DatasetValidation as DatasetValidation
 from pixcore.data._files import DirectoryIndex as DirectoryIndex
 from pixcore.data._files import FileDataset as FileDataset
 from pixcore.data._files import FileField as FileField
@@ -27,7 +28,6 @@ from pixcore.data._files import read_scalar as read_scalar
 from pixcore.data._files import read_vectors as read_vectors
 from pixcore.data._files import verify_image as verify_image
 from pixcore.data._folder import FolderDataset as FolderDataset
-from pixcore.data._folder import FolderParams as FolderParams
 from pixcore.data._folder import FolderTarget as FolderTarget
 from pixcore.data._synthetic import CLASS_NAMES as CLASS_NAMES
 from pixcore.data._synthetic import RenderedScene as RenderedScene
@@ -39,13 +39,13 @@ __all__ = [
     "CLASS_NAMES",
     "ClassMaskFile",
     "DatasetError",
-    "DatasetParams",
+    "DatasetRoot",
+    "DatasetValidation",
     "DirectoryIndex",
     "FileDataset",
     "FileField",
     "FileFormatError",
     "FolderDataset",
-    "FolderParams",
     "FolderTarget",
     "ImageFile",
     "ImageTooLargeError",

@@ -30,13 +30,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
 from pixcore._errors import PixcoreError
@@ -55,7 +55,8 @@ __all__ = [
     "MAX_REPORTED_PROBLEMS",
     "ClassMaskFile",
     "DatasetError",
-    "DatasetParams",
+    "DatasetRoot",
+    "DatasetValidation",
     "DirectoryIndex",
     "FileDataset",
     "FileField",
@@ -81,6 +82,21 @@ __all__ = [
 
 #: How a data set is checked when it is opened (see :class:`FileDataset`).
 ValidateMode = Literal["full", "quick", "off"]
+
+# The two parameters every file-based reader takes, declared once for all of them: a
+# reader's signature uses these types, and the descriptions travel with them.
+#: The ``root`` parameter of a reader: where the data set is.
+DatasetRoot = Annotated[
+    str | Path, Field(description="Local folder of the data set (see docs/datasets.md).")
+]
+#: The ``validate`` parameter of a reader: how it is checked when opened.
+DatasetValidation = Annotated[
+    ValidateMode,
+    Field(
+        description="Checks when the data set is opened. 'full': decode every file and check "
+        "sizes and values; 'quick': existence and sizes from file headers; 'off': none."
+    ),
+]
 
 #: At most this many problems are listed in one :class:`DatasetError`; the rest are counted.
 MAX_REPORTED_PROBLEMS = 30
@@ -816,26 +832,6 @@ class DirectoryIndex:
 # --------------------------------------------------------------------------------------
 # The data set
 # --------------------------------------------------------------------------------------
-
-
-with warnings.catch_warnings():
-    # The option is called `validate` in configs; it shadows pydantic's deprecated
-    # BaseModel.validate class method, which nothing here uses.
-    warnings.filterwarnings("ignore", message='Field name "validate"', category=UserWarning)
-
-    class DatasetParams(BaseModel):
-        """Parameters every file-based reader accepts: where it is and how it is checked."""
-
-        model_config = ConfigDict(extra="forbid")
-
-        root: Path = Field(description="Local folder of the data set (see docs/datasets.md).")
-        validate: ValidateMode = Field(  # type: ignore[assignment]
-            default="full",
-            description=(
-                "Checks when the data set is opened. 'full': decode every file and check "
-                "sizes and values; 'quick': existence and sizes from file headers; 'off': none."
-            ),
-        )
 
 
 @dataclass(frozen=True)

@@ -14,18 +14,18 @@ from pixcore._targets import DEFAULT_IGNORE_INDEX
 from pixcore.data._files import (
     ClassMaskFile,
     DatasetError,
-    DatasetParams,
+    DatasetRoot,
+    DatasetValidation,
     FileDataset,
     FileField,
     ImageFile,
     Record,
     ScalarFile,
-    ValidateMode,
     ValidityFile,
     VectorFile,
 )
 
-__all__ = ["FolderDataset", "FolderParams", "FolderTarget"]
+__all__ = ["FolderDataset", "FolderTarget"]
 
 TargetKindName = Literal["class_mask", "scalar", "unit_vector", "validity"]
 
@@ -113,44 +113,6 @@ class FolderTarget(BaseModel):
         return self
 
 
-class FolderParams(DatasetParams):
-    """Parameters of the ``folder`` data set."""
-
-    image: str = Field(
-        default="images/*",
-        description="Glob pattern of the images relative to the root, e.g. 'images/*.jpg'.",
-    )
-    targets: dict[str, FolderTarget] = Field(
-        default_factory=dict,
-        description="Sample key -> target, e.g. {semseg: {pattern: 'labels/*.png', kind: "
-        "class_mask, num_classes: 5}}.",
-    )
-    split: str | None = Field(
-        default=None,
-        description="Optional split name: replaces '{split}' in the patterns; patterns without "
-        "'{split}' are then relative to <root>/<split>.",
-    )
-
-    @model_validator(mode="after")
-    def _keys_are_distinct(self) -> FolderParams:
-        produced: dict[str, str] = {"image": "the image"}
-        for key, target in self.targets.items():
-            extra = target.valid_key if target.kind in ("scalar", "unit_vector") else None
-            for out in (key, extra):
-                if out is None:
-                    continue
-                if out in produced:
-                    raise ValueError(
-                        f"sample key {out!r} (from target {key!r}) is also produced by "
-                        f"{produced[out]}; give every key its own name"
-                    )
-                produced[out] = f"target {key!r}"
-        patterns = [self.image, *(t.pattern for t in self.targets.values())]
-        if self.split is None and any("{split}" in p for p in patterns):
-            raise ValueError("a pattern contains '{split}' but no split is given; set `split`")
-        return self
-
-
 _GLOB_CHARS = set("*?[")
 
 
@@ -224,47 +186,45 @@ class FolderDataset(FileDataset):
     (:class:`~pixcore.targets.UnitVectorField`, optionally with a validity key),
     ``validity`` (:class:`~pixcore.targets.ValidityMask`). ``class_names`` and
     ``ignore_index`` come from the first class_mask target. See docs/datasets.md#folder.
+
+    Parameters: ``root`` and ``validate`` as every reader (:data:`~pixcore.data.DatasetRoot`,
+    :data:`~pixcore.data.DatasetValidation`), and
+
+    Args:
+        image: Glob pattern of the images relative to the root, e.g. ``'images/*.jpg'``.
+        targets: Sample key -> target, e.g. ``{semseg: {pattern: 'labels/*.png', kind:
+            class_mask, num_classes: 5}}`` (plain mappings are validated into
+            :class:`FolderTarget`).
+        split: Optional split name: replaces ``'{split}'`` in the patterns; patterns without
+            ``'{split}'`` are then relative to ``<root>/<split>``.
+        transform: Applied to every sample (Python only).
     """
 
     name = "folder"
 
     def __init__(
         self,
-        root: str | Path,
+        root: DatasetRoot,
         image: str = "images/*",
-        targets: Mapping[str, FolderTarget | Mapping[str, Any]] | None = None,
+        targets: Mapping[str, FolderTarget] | None = None,
         split: str | None = None,
-        validate: ValidateMode = "full",
+        validate: DatasetValidation = "full",
         transform: Callable[[Sample], Sample] | None = None,
     ) -> None:
-        try:
-            params = FolderParams.model_validate(
-                {
-                    "root": root,
-                    "image": image,
-                    "targets": {
-                        k: (v.model_dump(exclude_unset=True) if isinstance(v, FolderTarget) else v)
-                        for k, v in (targets or {}).items()
-                    },
-                    "split": split,
-                    "validate": validate,
-                }
-            )
-        except ValidationError as error:
-            raise ValueError(f"invalid folder data set parameters:\n{error}") from None
-        self.params = params
-        root_path = Path(params.root).expanduser()
+        targets = _as_targets(targets or {})
+        self.check_params(image, targets, split)
+        root_path = Path(root).expanduser()
         if not root_path.is_dir():
             raise DatasetError(
                 f"folder data set: root {root_path} is not a folder; set `root` to the folder "
-                f"that holds the pattern {params.image!r}"
+                f"that holds the pattern {image!r}"
             )
-        patterns = {"image": params.image, **{k: t.pattern for k, t in params.targets.items()}}
-        if params.split is not None:
+        patterns = {"image": image, **{k: t.pattern for k, t in targets.items()}}
+        if split is not None:
             if any("{split}" in p for p in patterns.values()):
-                patterns = {k: p.replace("{split}", params.split) for k, p in patterns.items()}
+                patterns = {k: p.replace("{split}", split) for k, p in patterns.items()}
             else:
-                root_path = root_path / params.split
+                root_path = root_path / split
                 if not root_path.is_dir():
                     raise DatasetError(
                         f"folder data set: split folder {root_path} does not exist; the patterns "
@@ -285,12 +245,12 @@ class FolderDataset(FileDataset):
             )
 
         fields: dict[str, FileField] = {"image": ImageFile()}
-        for key, target in params.targets.items():
+        for key, target in targets.items():
             fields[key] = _field(key, target)
         records = []
         for stem, path in images.files.items():
             files = {"image": path}
-            for key, target in params.targets.items():
+            for key, target in targets.items():
                 found = matched[key].files.get(stem)
                 if found is not None:
                     files[key] = found
@@ -298,7 +258,7 @@ class FolderDataset(FileDataset):
                     files[key] = matched[key].expected(stem)
             records.append(Record(stem, files))
         self._matched = matched
-        first_mask = next((t for t in params.targets.values() if t.kind == "class_mask"), None)
+        first_mask = next((t for t in targets.values() if t.kind == "class_mask"), None)
         if first_mask is not None:
             assert first_mask.num_classes is not None
             self.class_names = tuple(
@@ -309,10 +269,31 @@ class FolderDataset(FileDataset):
             records,
             fields,
             roots=[root_path],
-            validate=params.validate,
+            validate=validate,
             description=description,
             transform=transform,
         )
+
+    @staticmethod
+    def check_params(
+        image: str, targets: Mapping[str, FolderTarget] | None, split: str | None
+    ) -> None:
+        """Every sample key is produced once, and a ``'{split}'`` pattern has a split."""
+        produced: dict[str, str] = {"image": "the image"}
+        for key, target in (targets or {}).items():
+            extra = target.valid_key if target.kind in ("scalar", "unit_vector") else None
+            for out in (key, extra):
+                if out is None:
+                    continue
+                if out in produced:
+                    raise ValueError(
+                        f"sample key {out!r} (from target {key!r}) is also produced by "
+                        f"{produced[out]}; give every key its own name"
+                    )
+                produced[out] = f"target {key!r}"
+        patterns = [image, *(t.pattern for t in (targets or {}).values())]
+        if split is None and any("{split}" in p for p in patterns):
+            raise ValueError("a pattern contains '{split}' but no split is given; set `split`")
 
     def missing_message(self, field_name: str, record: Record) -> str:
         pattern = self._matched[field_name].pattern
@@ -339,6 +320,17 @@ class FolderDataset(FileDataset):
                          f"the stem {stem!r}; rename it to match its image, or narrow the pattern")
                     )
         return out
+
+
+def _as_targets(targets: Mapping[str, FolderTarget | Mapping[str, Any]]) -> dict[str, FolderTarget]:
+    """The targets as :class:`FolderTarget` (a Python caller may pass plain mappings)."""
+    try:
+        return {
+            key: value if isinstance(value, FolderTarget) else FolderTarget.model_validate(value)
+            for key, value in targets.items()
+        }
+    except ValidationError as error:
+        raise ValueError(f"invalid folder data set parameters:\n{error}") from None
 
 
 def _field(key: str, target: FolderTarget) -> FileField:

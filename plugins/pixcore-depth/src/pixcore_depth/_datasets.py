@@ -14,24 +14,24 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field
 
 import pixcore
 from pixcore.data import (
     ClassMaskFile,
     DatasetError,
-    DatasetParams,
+    DatasetRoot,
+    DatasetValidation,
     DirectoryIndex,
     FileDataset,
     FileField,
     ImageFile,
     Record,
     ScalarFile,
-    ValidateMode,
     VectorFile,
 )
 from pixcore.targets import (
@@ -49,9 +49,7 @@ __all__ = [
     "NYU13_CLASSES",
     "NYU_INTRINSICS",
     "KITTIDepth",
-    "KITTIDepthParams",
     "NYUDepthV2",
-    "NYUDepthV2Params",
     "pixcore_datasets",
 ]
 
@@ -104,41 +102,15 @@ _DEPTH_SUFFIXES = (".png", ".npy", ".tiff", ".tif")
 _NORMAL_SUFFIXES = (".png", ".npy")
 
 
-class NYUDepthV2Params(DatasetParams):
-    """Parameters of the ``nyu_depth_v2`` data set."""
+def _labels_as_text(value: Any) -> Any:
+    """``40`` -> ``"40"``, None -> ``"none"``: the label set names the folder labels<n>/."""
+    if value is None:
+        return "none"
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    split: str = Field(default="train", description="Folder under the root: 'train', 'test'...")
-    depth_scale: float | None = Field(
-        default=None, gt=0,
-        description="Metres per stored depth unit. None: 0.001 for integer files (16-bit PNG "
-        "millimetres), 1 for float files (.npy, .tif: metres).",
-    )
-    labels: Literal["none", "40", "13"] = Field(
-        default="none",
-        description="Semantic labels to read into 'semseg': 'none', '40' (labels40/) or '13' "
-        "(labels13/). Stored 0 (unlabelled) -> 255, class c -> c - 1.",
-    )
-    normals: bool = Field(
-        default=False,
-        description="Read normals/ into 'normals' with their own validity 'normals_valid'.",
-    )
-    normals_flip: list[Literal["x", "y", "z"]] = Field(
-        default_factory=list,
-        description="Normal components to negate after decoding, to convert the files' "
-        "camera frame to pixcore's (x right, y down, z forward), e.g. [y, z].",
-    )
-    intrinsics: Literal["none", "nyu"] | tuple[float, float, float, float] = Field(
-        default="none",
-        description="Add 'intrinsics' (3x3) to every sample: 'nyu' (the standard camera, "
-        "640x480 images only) or [fx, fy, cx, cy] in pixels.",
-    )
 
-    @field_validator("labels", mode="before")
-    @classmethod
-    def _labels_as_text(cls, value: Any) -> Any:
-        if value is None:
-            return "none"
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+#: The NYU label set to read; configs may write it as a number (``labels: 40``).
+LabelSet = Annotated[Literal["none", "40", "13"], BeforeValidator(_labels_as_text)]
 
 
 class NYUDepthV2(FileDataset):
@@ -149,6 +121,24 @@ class NYUDepthV2(FileDataset):
     ``normals`` and ``normals_valid`` (where the stored normal is defined, independent of
     depth: point the normals task's ``valid_key`` at it); with ``intrinsics`` also
     ``intrinsics``.
+
+    Parameters: ``root`` and ``validate`` as every reader (:data:`pixcore.data.DatasetRoot`,
+    :data:`pixcore.data.DatasetValidation`), and
+
+    Args:
+        split: Folder under the root: ``'train'``, ``'test'``...
+        depth_scale: Metres per stored depth unit (positive). None: 0.001 for integer files
+            (16-bit PNG millimetres), 1 for float files (.npy, .tif: metres).
+        labels: Semantic labels to read into ``'semseg'``: ``'none'``, ``'40'``
+            (labels40/) or ``'13'`` (labels13/); 40 and 13 as numbers work too. Stored 0
+            (unlabelled) -> 255, class c -> c - 1.
+        normals: Read normals/ into ``'normals'`` with their own validity
+            ``'normals_valid'``.
+        normals_flip: Normal components to negate after decoding, to convert the files'
+            camera frame to pixcore's (x right, y down, z forward), e.g. ``[y, z]``.
+        intrinsics: Add ``'intrinsics'`` (3x3) to every sample: ``'nyu'`` (the standard
+            camera, 640x480 images only) or ``[fx, fy, cx, cy]`` in pixels.
+        transform: Applied to every sample (Python only).
     """
 
     name = "nyu_depth_v2"
@@ -156,30 +146,24 @@ class NYUDepthV2(FileDataset):
 
     def __init__(
         self,
-        root: str | Path,
+        root: DatasetRoot,
         split: str = "train",
-        depth_scale: float | None = None,
-        labels: Literal["none", "40", "13"] | int | None = "none",
+        depth_scale: Annotated[float, Field(gt=0)] | None = None,
+        labels: LabelSet = "none",
         normals: bool = False,
-        normals_flip: list[Literal["x", "y", "z"]] | tuple[str, ...] = (),
+        normals_flip: tuple[Literal["x", "y", "z"], ...] = (),
         intrinsics: Literal["none", "nyu"] | tuple[float, float, float, float] = "none",
-        validate: ValidateMode = "full",
+        validate: DatasetValidation = "full",
         transform: Callable[[Sample], Sample] | None = None,
     ) -> None:
-        params = NYUDepthV2Params.model_validate(
-            {
-                "root": root, "split": split, "depth_scale": depth_scale, "labels": labels,
-                "normals": normals, "normals_flip": list(normals_flip),
-                "intrinsics": intrinsics, "validate": validate,
-            }
-        )
-        self.params = params
-        base = Path(params.root).expanduser() / params.split
-        description = f"nyu_depth_v2 at {base.parent} (split {params.split})"
+        labels = _labels_as_text(labels)
+        self._intrinsics = intrinsics
+        base = Path(root).expanduser() / split
+        description = f"nyu_depth_v2 at {base.parent} (split {split})"
         folders = {"image": base / "rgb", "depth": base / "depth"}
-        if params.labels != "none":
-            folders["semseg"] = base / f"labels{params.labels}"
-        if params.normals:
+        if labels != "none":
+            folders["semseg"] = base / f"labels{labels}"
+        if normals:
             folders["normals"] = base / "normals"
         for key, folder in folders.items():
             if not folder.is_dir():
@@ -220,12 +204,12 @@ class NYUDepthV2(FileDataset):
         fields: dict[str, FileField] = {
             "image": ImageFile(),
             "depth": ScalarFile(
-                integer_scale=params.depth_scale or 0.001,
-                float_scale=params.depth_scale or 1.0,
+                integer_scale=depth_scale or 0.001,
+                float_scale=depth_scale or 1.0,
             ),
         }
-        if params.labels != "none":
-            n = int(params.labels)
+        if labels != "none":
+            n = int(labels)
             lut = np.full(256, -1, dtype=np.int64)
             lut[0] = DEFAULT_IGNORE_INDEX
             lut[1 : n + 1] = np.arange(n)
@@ -237,18 +221,18 @@ class NYUDepthV2(FileDataset):
                 f"label set (labels: {n} reads labels{n}/), or fix the file",
             )
             self.class_names = NYU40_CLASSES if n == 40 else NYU13_CLASSES
-        if params.normals:
-            fields["normals"] = VectorFile(flip=tuple(params.normals_flip))
+        if normals:
+            fields["normals"] = VectorFile(flip=tuple(normals_flip))
         constants = {}
         self._camera: tuple[float, float, float, float] | None = None
-        if params.intrinsics != "none":
-            fx, fy, cx, cy = NYU_INTRINSICS if params.intrinsics == "nyu" else params.intrinsics
+        if intrinsics != "none":
+            fx, fy, cx, cy = NYU_INTRINSICS if intrinsics == "nyu" else intrinsics
             self._camera = (fx, fy, cx, cy)
             constants["intrinsics"] = Intrinsics(
                 torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=torch.float32)
             )
         super().__init__(
-            records, fields, roots=[base], validate=params.validate, description=description,
+            records, fields, roots=[base], validate=validate, description=description,
             constants=constants, transform=transform,
         )
 
@@ -265,7 +249,7 @@ class NYUDepthV2(FileDataset):
         self, record: Record, sizes: Any
     ) -> list[tuple[Path | None, str]]:
         size = sizes.get("image")
-        if self.params.intrinsics == "nyu" and size is not None and size != (480, 640):
+        if self._intrinsics == "nyu" and size is not None and size != (480, 640):
             return [
                 (record.files["image"],
                  f"is {size[0]}x{size[1]} but intrinsics: nyu describes the full 480x640 "
@@ -297,33 +281,27 @@ _KITTI_ENTRY = re.compile(
 )
 
 
-class KITTIDepthParams(DatasetParams):
-    """Parameters of the ``kitti_depth`` data set."""
-
-    raw_root: Path = Field(
-        description="Folder of the KITTI raw data (<date>/<drive>/image_02/data/<frame>.png)."
-    )
-    split: str = Field(default="train", description="Folder under the root: 'train' or 'val'.")
-    cameras: list[Literal["image_02", "image_03"]] = Field(
-        default_factory=lambda: ["image_02", "image_03"],
-        min_length=1,
-        description="Cameras to read: image_02 (left colour), image_03 (right colour).",
-    )
-    split_file: Path | None = Field(
-        default=None,
-        description="Optional list of frames (e.g. the Eigen split), one per line, each naming "
-        "<drive>/proj_depth/groundtruth/<camera>/<frame>.png or "
-        "<date>/<drive>/<camera>/data/<frame>.png (first match on the line). Its frames are "
-        "looked up in every split folder of the root.",
-    )
-
-
 class KITTIDepth(FileDataset):
     """KITTI depth: annotated depth maps (data_depth_annotated) with raw RGB frames.
 
     Keys: ``image`` (the raw frame of the camera), ``depth`` (stored value / 256, metres)
     and ``valid`` (``depth > 0``: the annotated maps are sparse). See
     docs/datasets.md#kitti_depth.
+
+    Parameters: ``root`` (the folder of data_depth_annotated, or its parent) and
+    ``validate`` as every reader (:data:`pixcore.data.DatasetRoot`,
+    :data:`pixcore.data.DatasetValidation`), and
+
+    Args:
+        raw_root: Folder of the KITTI raw data (<date>/<drive>/image_02/data/<frame>.png).
+        split: Folder under the root: ``'train'`` or ``'val'``.
+        cameras: Cameras to read, at least one: image_02 (left colour), image_03 (right
+            colour).
+        split_file: Optional list of frames (e.g. the Eigen split), one per line, each
+            naming <drive>/proj_depth/groundtruth/<camera>/<frame>.png or
+            <date>/<drive>/<camera>/data/<frame>.png (first match on the line). Its frames
+            are looked up in every split folder of the root.
+        transform: Applied to every sample (Python only).
     """
 
     name = "kitti_depth"
@@ -333,37 +311,32 @@ class KITTIDepth(FileDataset):
 
     def __init__(
         self,
-        root: str | Path,
+        root: DatasetRoot,
         raw_root: str | Path,
         split: str = "train",
-        cameras: list[Literal["image_02", "image_03"]] | tuple[str, ...] = ("image_02", "image_03"),
+        cameras: Annotated[tuple[Literal["image_02", "image_03"], ...], Field(min_length=1)] = (
+            "image_02", "image_03"
+        ),
         split_file: str | Path | None = None,
-        validate: ValidateMode = "full",
+        validate: DatasetValidation = "full",
         transform: Callable[[Sample], Sample] | None = None,
     ) -> None:
-        params = KITTIDepthParams.model_validate(
-            {
-                "root": root, "raw_root": raw_root, "split": split, "cameras": list(cameras),
-                "split_file": split_file, "validate": validate,
-            }
-        )
-        self.params = params
-        annotated = Path(params.root).expanduser()
+        annotated = Path(root).expanduser()
         nested = annotated / "data_depth_annotated"
-        if not (annotated / params.split).is_dir() and nested.is_dir():
+        if not (annotated / split).is_dir() and nested.is_dir():
             annotated = nested
-        raw = Path(params.raw_root).expanduser()
-        description = f"kitti_depth at {annotated} (split {params.split})"
+        raw = Path(raw_root).expanduser()
+        description = f"kitti_depth at {annotated} (split {split})"
         if not raw.is_dir():
             raise DatasetError(
                 f"{description}: raw_root {raw} is not a folder. Expected layout:\n{KITTI_LAYOUT}"
             )
         index = DirectoryIndex()
-        if params.split_file is None:
-            frames = self._list_split(annotated, params.split, params.cameras, description, index)
+        if split_file is None:
+            frames = self._list_split(annotated, split, list(cameras), description, index)
         else:
             frames = self._read_split_file(
-                annotated, params.split_file, params.cameras, description, index
+                annotated, Path(split_file), list(cameras), description, index
             )
         records = [
             Record(
@@ -375,14 +348,14 @@ class KITTIDepth(FileDataset):
         if not records:
             raise DatasetError(
                 f"{description}: no ground-truth frame found for cameras "
-                f"{', '.join(params.cameras)}. Expected layout:\n{KITTI_LAYOUT}"
+                f"{', '.join(cameras)}. Expected layout:\n{KITTI_LAYOUT}"
             )
         fields = {
             "image": ImageFile(),
             "depth": ScalarFile(integer_scale=KITTI_DEPTH_SCALE, float_scale=1.0),
         }
         super().__init__(
-            records, fields, roots=[annotated, raw], validate=params.validate,
+            records, fields, roots=[annotated, raw], validate=validate,
             description=description, transform=transform,
         )
 
@@ -467,10 +440,10 @@ class KITTIDepth(FileDataset):
 @pixcore.hookimpl
 def pixcore_datasets() -> Iterator[pixcore.Component]:
     yield pixcore.Component(
-        "nyu_depth_v2", NYUDepthV2, params=NYUDepthV2Params,
+        "nyu_depth_v2", NYUDepthV2,
         description="NYU Depth V2 in a folder layout: depth, optional labels and normals",
     )
     yield pixcore.Component(
-        "kitti_depth", KITTIDepth, params=KITTIDepthParams,
+        "kitti_depth", KITTIDepth,
         description="KITTI annotated depth maps with raw RGB frames (local copy)",
     )

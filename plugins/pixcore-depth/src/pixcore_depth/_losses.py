@@ -8,35 +8,22 @@ still has a gradient path when no pixel is kept. Predictions are the depth task'
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
 import pixcore
 from pixcore_depth._common import Space, align, dense, select
 
-__all__ = [
-    "BerHuLoss",
-    "BerHuParams",
-    "GradientMatchingLoss",
-    "GradientMatchingParams",
-    "L1Loss",
-    "L1Params",
-    "SILogLoss",
-    "SILogParams",
-    "SSILoss",
-    "SSIParams",
-]
+__all__ = ["BerHuLoss", "GradientMatchingLoss", "L1Loss", "SILogLoss", "SSILoss"]
 
 #: Below this, ``sqrt`` is continued linearly so that its gradient stays finite at 0.
 _SQRT_EPS = 1e-12
 
-_SPACE_DESCRIPTION = (
-    "Where the per-image scale and shift are fitted and the residual is taken: 'depth', or "
-    "'disparity' (inverse depth, as MiDaS)."
-)
+#: Scales of a gradient-matching term (MiDaS: 4).
+Scales = Annotated[int, Field(ge=1, le=8)]
 
 
 def _safe_sqrt(x: Tensor) -> Tensor:
@@ -48,27 +35,6 @@ def _safe_sqrt(x: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------
 # SILog
 # --------------------------------------------------------------------------------------
-
-
-class SILogParams(BaseModel):
-    """Parameters of the ``silog`` loss."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    variance_focus: float = Field(
-        default=0.85, ge=0.0, le=1.0,
-        description="lambda, the weight of the scale term: 0 gives the RMSE of log depth, 1 a "
-        "fully scale-invariant loss; 0.85 as in BTS and AdaBins, 0.5 in Eigen et al. 2014.",
-    )
-    scale: float = Field(
-        default=1.0, gt=0.0,
-        description="Factor on the result; BTS and AdaBins use 10.",
-    )
-    sqrt: bool = Field(
-        default=True,
-        description="Take the square root of the log variance (BTS, AdaBins); False gives "
-        "the original loss of Eigen et al. 2014.",
-    )
 
 
 class SILogLoss(pixcore.Loss):
@@ -96,14 +62,26 @@ class SILogLoss(pixcore.Loss):
     error of :math:`\overline{d^2} - \bar{d}^2`; it is non-negative for
     :math:`\lambda \le 1`, and the square root is continued linearly below 1e-12, so the
     loss is exactly 0 at 0 with a finite gradient.
+
+    Args:
+        variance_focus: :math:`\lambda` in ``[0, 1]``, the weight of the scale term: 0 gives
+            the RMSE of log depth, 1 a fully scale-invariant loss; 0.85 as in BTS and
+            AdaBins, 0.5 in Eigen et al. 2014.
+        scale: :math:`\alpha > 0`, the factor on the result; BTS and AdaBins use 10.
+        sqrt: Take the square root of the log variance (BTS, AdaBins); False gives the
+            original loss of Eigen et al. 2014.
     """
 
-    def __init__(self, variance_focus: float = 0.85, scale: float = 1.0, sqrt: bool = True) -> None:
+    def __init__(
+        self,
+        variance_focus: Annotated[float, Field(ge=0.0, le=1.0)] = 0.85,
+        scale: Annotated[float, Field(gt=0.0)] = 1.0,
+        sqrt: bool = True,
+    ) -> None:
         super().__init__()
-        params = SILogParams(variance_focus=variance_focus, scale=scale, sqrt=sqrt)
-        self.variance_focus = params.variance_focus
-        self.scale = params.scale
-        self.sqrt = params.sqrt
+        self.variance_focus = variance_focus
+        self.scale = scale
+        self.sqrt = sqrt
 
     def forward(self, prediction: Tensor, target: Tensor, valid: Tensor) -> pixcore.LossOutput:
         predicted, true = select(prediction, target, valid, "silog")
@@ -123,12 +101,6 @@ class SILogLoss(pixcore.Loss):
 # --------------------------------------------------------------------------------------
 
 
-class L1Params(BaseModel):
-    """Parameters of the ``l1`` loss (none)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
 class L1Loss(pixcore.Loss):
     r"""Mean absolute depth error over the kept pixels of the batch.
 
@@ -142,18 +114,6 @@ class L1Loss(pixcore.Loss):
         error = (predicted.float() - true.float()).abs()
         total = error.sum() / max(error.numel(), 1)
         return pixcore.LossOutput(total, {"l1": total.detach()})
-
-
-class BerHuParams(BaseModel):
-    """Parameters of the ``berhu`` loss."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    threshold: float = Field(
-        default=0.2, gt=0.0, le=1.0,
-        description="c as a fraction of the batch's largest absolute residual (0.2 in Laina "
-        "et al. 2016).",
-    )
 
 
 class BerHuLoss(pixcore.Loss):
@@ -170,11 +130,15 @@ class BerHuLoss(pixcore.Loss):
     :math:`L_1` for small residuals, :math:`L_2` for large ones, continuous at :math:`c`.
     :math:`c` is recomputed for every batch and treated as a constant (no gradient flows
     through the maximum); when every residual is 0, so is :math:`c` and the loss.
+
+    Args:
+        threshold: :math:`c` as a fraction in ``(0, 1]`` of the batch's largest absolute
+            residual (0.2 in Laina et al. 2016).
     """
 
-    def __init__(self, threshold: float = 0.2) -> None:
+    def __init__(self, threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2) -> None:
         super().__init__()
-        self.threshold = BerHuParams(threshold=threshold).threshold
+        self.threshold = threshold
 
     def forward(self, prediction: Tensor, target: Tensor, valid: Tensor) -> pixcore.LossOutput:
         predicted, true = select(prediction, target, valid, "berhu")
@@ -217,29 +181,6 @@ def gradient_matching(residual: Tensor, keep: Tensor, scales: int) -> Tensor:
     return total
 
 
-class SSIParams(BaseModel):
-    """Parameters of the ``ssi`` loss."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    space: Space = Field(default="depth", description=_SPACE_DESCRIPTION)
-    residual: Literal["mae", "mse"] = Field(
-        default="mae", description="Penalty on the aligned residual: absolute ('mae') or squared."
-    )
-    trim: float = Field(
-        default=0.0, ge=0.0, lt=1.0,
-        description="Fraction of the largest residuals left out per image (MiDaS: 0.2).",
-    )
-    gradient_weight: float = Field(
-        default=0.0, ge=0.0,
-        description="Weight alpha of a gradient-matching term on the aligned residual "
-        "(MiDaS: 0.5); 0 leaves it out.",
-    )
-    gradient_scales: int = Field(
-        default=4, ge=1, le=8, description="Scales of the gradient-matching term (MiDaS: 4)."
-    )
-
-
 class SSILoss(pixcore.Loss):
     r"""Scale-and-shift-invariant loss (Ranftl et al., "Towards Robust Monocular Depth
     Estimation: Mixing Datasets for Zero-shot Cross-dataset Transfer", TPAMI 2020, MiDaS).
@@ -265,26 +206,33 @@ class SSILoss(pixcore.Loss):
     Differences from MiDaS: its LSQ variant halves the mean squared residual, and its
     trimmed variant aligns by median and mean absolute deviation instead of least squares.
     A prediction :math:`a y + c` (``space="depth"``) costs 0 for any :math:`a, c`.
+
+    Args:
+        space: Where the per-image scale and shift are fitted and the residual is taken:
+            ``'depth'``, or ``'disparity'`` (inverse depth, as MiDaS).
+        residual: Penalty on the aligned residual: absolute (``'mae'``) or squared
+            (``'mse'``).
+        trim: Fraction in ``[0, 1)`` of the largest residuals left out per image (MiDaS:
+            0.2).
+        gradient_weight: Weight :math:`\alpha \ge 0` of a gradient-matching term on the
+            aligned residual (MiDaS: 0.5); 0 leaves it out.
+        gradient_scales: Scales of the gradient-matching term, 1 to 8 (MiDaS: 4).
     """
 
     def __init__(
         self,
         space: Space = "depth",
         residual: Literal["mae", "mse"] = "mae",
-        trim: float = 0.0,
-        gradient_weight: float = 0.0,
-        gradient_scales: int = 4,
+        trim: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0,
+        gradient_weight: Annotated[float, Field(ge=0.0)] = 0.0,
+        gradient_scales: Scales = 4,
     ) -> None:
         super().__init__()
-        params = SSIParams(
-            space=space, residual=residual, trim=trim, gradient_weight=gradient_weight,
-            gradient_scales=gradient_scales,
-        )
-        self.space: Space = params.space
-        self.residual = params.residual
-        self.trim = params.trim
-        self.gradient_weight = params.gradient_weight
-        self.gradient_scales = params.gradient_scales
+        self.space: Space = space
+        self.residual = residual
+        self.trim = trim
+        self.gradient_weight = gradient_weight
+        self.gradient_scales = gradient_scales
 
     def forward(self, prediction: Tensor, target: Tensor, valid: Tensor) -> pixcore.LossOutput:
         p, y, keep = dense(prediction, target, valid, "ssi", torch.float32)
@@ -310,20 +258,6 @@ class SSILoss(pixcore.Loss):
         return pixcore.LossOutput(total, parts)
 
 
-class GradientMatchingParams(BaseModel):
-    """Parameters of the ``gradient_matching`` loss."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    scales: int = Field(default=4, ge=1, le=8, description="Number of scales K (MiDaS: 4).")
-    mode: Literal["metric", "relative"] = Field(
-        default="metric",
-        description="Given by the depth task: 'metric' matches gradients of the log-depth "
-        "residual, 'relative' those of the scale-and-shift-aligned residual.",
-    )
-    space: Space = Field(default="depth", description=_SPACE_DESCRIPTION + " Relative mode only.")
-
-
 class GradientMatchingLoss(pixcore.Loss):
     r"""Multi-scale gradient matching loss (Li and Snavely, "MegaDepth", CVPR 2018;
     Ranftl et al., MiDaS, TPAMI 2020).
@@ -346,17 +280,23 @@ class GradientMatchingLoss(pixcore.Loss):
 
     It constrains only gradients, so it is meant to be added to a data term (as
     ``SSILoss(gradient_weight=...)`` does); on its own it cannot pin down the depth.
+
+    Args:
+        scales: Number of scales :math:`K`, 1 to 8 (MiDaS: 4).
+        mode: Given by the depth task: ``'metric'`` matches gradients of the log-depth
+            residual, ``'relative'`` those of the scale-and-shift-aligned residual.
+        space: Relative mode only: where the per-image scale and shift are fitted,
+            ``'depth'`` or ``'disparity'`` (inverse depth, as MiDaS).
     """
 
     def __init__(
-        self, scales: int = 4, mode: Literal["metric", "relative"] = "metric",
+        self, scales: Scales = 4, mode: Literal["metric", "relative"] = "metric",
         space: Space = "depth",
     ) -> None:
         super().__init__()
-        params = GradientMatchingParams(scales=scales, mode=mode, space=space)
-        self.scales = params.scales
-        self.mode = params.mode
-        self.space: Space = params.space
+        self.scales = scales
+        self.mode = mode
+        self.space: Space = space
 
     def forward(self, prediction: Tensor, target: Tensor, valid: Tensor) -> pixcore.LossOutput:
         p, y, keep = dense(prediction, target, valid, "gradient_matching", torch.float32)

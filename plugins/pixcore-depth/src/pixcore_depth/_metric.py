@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 from torch import Tensor
 
 import pixcore
 from pixcore_depth._common import Space, as_depth_map, masked_median, scale_and_shift, scale_only
 
-__all__ = ["CROPS", "DepthErrors", "DepthErrorsParams", "crop_box"]
+__all__ = ["CROPS", "DepthErrors", "crop_box"]
 
 Crop = Literal["eigen", "eigen_kitti", "garg"]
 Aggregation = Literal["pooled", "per_image"]
@@ -69,103 +69,31 @@ def _decimal(x: float) -> str:
     return text if ("." in text or "e" in text) else text + ".0"
 
 
-class DepthErrorsParams(BaseModel):
-    """Parameters of the ``depth_errors`` metric (caps and mode given by the depth task)."""
+def _resolved_alignment(mode: str, alignment: Alignment | None) -> Alignment:
+    """The alignment in use: the configured one, else the mode's default."""
+    if alignment is not None:
+        return alignment
+    return "none" if mode == "metric" else "lsq_scale_shift"
 
-    model_config = ConfigDict(extra="forbid")
 
-    min_depth: float = Field(
-        default=1e-3, gt=0.0,
-        description="Ground truth must exceed it; predictions are clamped up to it (metres).",
-    )
-    max_depth: float | None = Field(
-        default=None,
-        description="Ground truth must be below it; predictions are clamped down to it "
-        "(metres; 10 for NYU, 80 for KITTI). None: no cap.",
-    )
-    mode: Literal["metric", "relative"] = Field(
-        default="metric",
-        description="Given by the depth task; picks the default alignment.",
-    )
-    crop: Crop | None = Field(
-        default=None,
-        description="Evaluation crop: 'eigen' (NYU), 'eigen_kitti' or 'garg' (KITTI); None: "
-        "the whole map.",
-    )
-    aggregation: Aggregation = Field(
-        default="pooled",
-        description="'pooled': every metric over all pixels of the evaluation; 'per_image': "
-        "every metric per image, then the mean over images (BTS, AdaBins, Monodepth2).",
-    )
-    alignment: Alignment | None = Field(
-        default=None,
-        description="Per-image alignment of the prediction before scoring: 'none', 'median', "
-        "'lsq_scale', 'lsq_scale_shift'. None: 'none' in metric mode, 'lsq_scale_shift' in "
-        "relative mode.",
-    )
-    alignment_space: Space = Field(
-        default="depth",
-        description="Where 'lsq_scale' and 'lsq_scale_shift' fit: 'depth' or 'disparity' "
-        "(inverse depth, as MiDaS evaluates).",
-    )
-    silog_lambda: float = Field(
-        default=1.0, ge=0.0, le=1.0,
-        description="lambda of the silog result (the KITTI benchmark uses 1).",
-    )
-    silog_scale: float = Field(
-        default=100.0, gt=0.0, description="Factor on the silog result (the KITTI benchmark: 100)."
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DepthErrorsParams:
-        if self.max_depth is not None and self.max_depth <= self.min_depth:
-            raise ValueError(
-                f"max_depth ({self.max_depth}) must be greater than min_depth ({self.min_depth})"
-            )
-        if self.mode == "relative" and self.alignment == "none":
-            raise ValueError(
-                "alignment 'none' scores the arbitrary scale of relative depth; with mode "
-                "'relative' choose 'median', 'lsq_scale' or 'lsq_scale_shift' (the default)"
-            )
-        if self.alignment_space == "disparity":
-            if self.resolved_alignment() not in ("lsq_scale", "lsq_scale_shift"):
-                raise ValueError(
-                    f"alignment_space 'disparity' applies to least-squares alignment only; "
-                    f"alignment is {self.resolved_alignment()!r}: set alignment to 'lsq_scale' "
-                    "or 'lsq_scale_shift', or alignment_space to 'depth'"
-                )
-            if self.max_depth is None:
-                raise ValueError(
-                    "alignment_space 'disparity' needs max_depth: aligned disparities below "
-                    "1/max_depth are clamped to it (as MiDaS evaluates); set max_depth, e.g. 10"
-                )
-        return self
-
-    def resolved_alignment(self) -> Alignment:
-        """The alignment in use: the configured one, else the mode's default."""
-        if self.alignment is not None:
-            return self.alignment
-        return "none" if self.mode == "metric" else "lsq_scale_shift"
-
-    def protocol(self) -> str:
-        """The protocol name: every option that changes a number, in order."""
-        alignment = self.resolved_alignment()
-        aligned = {
-            "none": "not-aligned",
-            "median": "median-aligned",
-            "lsq_scale": "lsq-scale-aligned",
-            "lsq_scale_shift": "lsq-scale-shift-aligned",
-        }[alignment]
-        if self.alignment_space == "disparity":
-            aligned = aligned.replace("-aligned", "-disparity-aligned")
-        crop = "no-crop" if self.crop is None else f"{self.crop.replace('_', '-')}-crop"
-        return "/".join([
-            self.aggregation.replace("_", "-"),
-            crop,
-            f"cap-[{_number(self.min_depth)},{_number(self.max_depth)}]",
-            aligned,
-            f"silog-l{_decimal(self.silog_lambda)}-x{_number(self.silog_scale)}",
-        ])
+def _protocol(metric: DepthErrors) -> str:
+    """The protocol name: every option that changes a number, in order."""
+    aligned = {
+        "none": "not-aligned",
+        "median": "median-aligned",
+        "lsq_scale": "lsq-scale-aligned",
+        "lsq_scale_shift": "lsq-scale-shift-aligned",
+    }[metric.alignment]
+    if metric.alignment_space == "disparity":
+        aligned = aligned.replace("-aligned", "-disparity-aligned")
+    crop = "no-crop" if metric.crop is None else f"{metric.crop.replace('_', '-')}-crop"
+    return "/".join([
+        metric.aggregation.replace("_", "-"),
+        crop,
+        f"cap-[{_number(metric.min_depth)},{_number(metric.max_depth)}]",
+        aligned,
+        f"silog-l{_decimal(metric.silog_lambda)}-x{_number(metric.silog_scale)}",
+    ])
 
 
 class DepthErrors(pixcore.Metric):
@@ -216,48 +144,98 @@ class DepthErrors(pixcore.Metric):
     report). Lower is better for every key but ``delta1..3``. The state is float64 sums
     (pooled: error sums and a pixel count; per image: sums of per-image results and an
     image count), so distributed sum-reduction is exact.
+
+    Args:
+        min_depth: Ground truth must exceed it; predictions are clamped up to it (metres,
+            positive; given by the depth task).
+        max_depth: Ground truth must be below it; predictions are clamped down to it
+            (metres; 10 for NYU, 80 for KITTI; given by the depth task). None: no cap.
+        mode: Given by the depth task; picks the default alignment.
+        crop: Evaluation crop: ``'eigen'`` (NYU), ``'eigen_kitti'`` or ``'garg'`` (KITTI);
+            None: the whole map.
+        aggregation: ``'pooled'``: every metric over all pixels of the evaluation;
+            ``'per_image'``: every metric per image, then the mean over images (BTS,
+            AdaBins, Monodepth2).
+        alignment: Per-image alignment of the prediction before scoring: ``'none'``,
+            ``'median'``, ``'lsq_scale'``, ``'lsq_scale_shift'``. None: ``'none'`` in metric
+            mode, ``'lsq_scale_shift'`` in relative mode.
+        alignment_space: Where ``'lsq_scale'`` and ``'lsq_scale_shift'`` fit: ``'depth'``
+            or ``'disparity'`` (inverse depth, as MiDaS evaluates).
+        silog_lambda: :math:`\lambda` of the silog result, in ``[0, 1]`` (the KITTI
+            benchmark uses 1).
+        silog_scale: Factor on the silog result, positive (the KITTI benchmark: 100).
     """
 
-    protocol: ClassVar[str] = DepthErrorsParams().protocol()
+    #: The protocol of the default configuration (set below the class).
+    protocol: ClassVar[str]
     higher_is_better: ClassVar[Mapping[str, bool]] = {
         key: key.startswith("delta") for key in _RESULTS
     }
 
     def __init__(
         self,
-        min_depth: float = 1e-3,
+        min_depth: Annotated[float, Field(gt=0.0)] = 1e-3,
         max_depth: float | None = None,
         mode: Literal["metric", "relative"] = "metric",
         crop: Crop | None = None,
         aggregation: Aggregation = "pooled",
         alignment: Alignment | None = None,
         alignment_space: Space = "depth",
-        silog_lambda: float = 1.0,
-        silog_scale: float = 100.0,
+        silog_lambda: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0,
+        silog_scale: Annotated[float, Field(gt=0.0)] = 100.0,
     ) -> None:
         super().__init__()
-        params = DepthErrorsParams(
-            min_depth=min_depth, max_depth=max_depth, mode=mode, crop=crop,
-            aggregation=aggregation, alignment=alignment, alignment_space=alignment_space,
-            silog_lambda=silog_lambda, silog_scale=silog_scale,
-        )
-        self.params = params
-        self.min_depth = params.min_depth
-        self.max_depth = params.max_depth
-        self.alignment: Alignment = params.resolved_alignment()
+        self.check_params(min_depth, max_depth, mode, alignment, alignment_space)
+        self.min_depth = min_depth
+        self.max_depth = max_depth
+        self.crop = crop
+        self.aggregation = aggregation
+        self.alignment: Alignment = _resolved_alignment(mode, alignment)
+        self.alignment_space = alignment_space
+        self.silog_lambda = silog_lambda
+        self.silog_scale = silog_scale
         # The class attribute names the default configuration; an instance names its own.
-        self.protocol = params.protocol()  # type: ignore[misc]
-        names = _POOLED_STATES if params.aggregation == "pooled" else _PER_IMAGE_STATES
+        self.protocol = _protocol(self)  # type: ignore[misc]
+        names = _POOLED_STATES if aggregation == "pooled" else _PER_IMAGE_STATES
         for name in names:
             self.add_state(name, torch.zeros((), dtype=torch.float64))
+
+    @staticmethod
+    def check_params(
+        min_depth: float, max_depth: float | None, mode: str, alignment: Alignment | None,
+        alignment_space: Space,
+    ) -> None:
+        """The caps, the mode and the alignment fit together."""
+        if max_depth is not None and max_depth <= min_depth:
+            raise ValueError(
+                f"max_depth ({max_depth}) must be greater than min_depth ({min_depth})"
+            )
+        if mode == "relative" and alignment == "none":
+            raise ValueError(
+                "alignment 'none' scores the arbitrary scale of relative depth; with mode "
+                "'relative' choose 'median', 'lsq_scale' or 'lsq_scale_shift' (the default)"
+            )
+        if alignment_space == "disparity":
+            resolved = _resolved_alignment(mode, alignment)
+            if resolved not in ("lsq_scale", "lsq_scale_shift"):
+                raise ValueError(
+                    f"alignment_space 'disparity' applies to least-squares alignment only; "
+                    f"alignment is {resolved!r}: set alignment to 'lsq_scale' "
+                    "or 'lsq_scale_shift', or alignment_space to 'depth'"
+                )
+            if max_depth is None:
+                raise ValueError(
+                    "alignment_space 'disparity' needs max_depth: aligned disparities below "
+                    "1/max_depth are clamped to it (as MiDaS evaluates); set max_depth, e.g. 10"
+                )
 
     # -- update -----------------------------------------------------------------------
 
     def _evaluated(self, true: Tensor, valid: Tensor) -> Tensor:
         upper = math.inf if self.max_depth is None else self.max_depth
         keep = valid.bool() & true.isfinite() & (true > self.min_depth) & (true < upper)
-        if self.params.crop is not None:
-            top, bottom, left, right = crop_box(self.params.crop, *true.shape[-2:])
+        if self.crop is not None:
+            top, bottom, left, right = crop_box(self.crop, *true.shape[-2:])
             inside = torch.zeros_like(keep)
             inside[:, top:bottom, left:right] = True
             keep = keep & inside
@@ -269,7 +247,7 @@ class DepthErrors(pixcore.Metric):
             return p
         if self.alignment == "median":
             return p * (masked_median(y, keep) / masked_median(p, keep)).view(shape)
-        if self.params.alignment_space == "depth":
+        if self.alignment_space == "depth":
             if self.alignment == "lsq_scale":
                 return scale_only(p, y, keep).view(shape) * p
             s, t = scale_and_shift(p, y, keep)
@@ -280,7 +258,7 @@ class DepthErrors(pixcore.Metric):
         else:
             s, t = scale_and_shift(x, z, keep)
             disparity = s.view(shape) * x + t.view(shape)
-        assert self.max_depth is not None  # checked by DepthErrorsParams
+        assert self.max_depth is not None  # checked by check_params
         return disparity.clamp(min=1.0 / self.max_depth).reciprocal()
 
     def update(self, prediction: Tensor, target: Tensor, valid: Tensor) -> None:
@@ -320,7 +298,7 @@ class DepthErrors(pixcore.Metric):
             name: torch.where(m, value.reshape(m.shape), 0.0).sum(1)
             for name, value in per_pixel.items()
         }
-        if self.params.aggregation == "pooled":
+        if self.aggregation == "pooled":
             totals = {"count": count.sum(), **{name: s.sum() for name, s in sums.items()}}
         else:
             scored = count > 0
@@ -335,21 +313,21 @@ class DepthErrors(pixcore.Metric):
     def _results(self, n: Tensor, sums: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The nine results from error sums over ``n`` pixels (elementwise)."""
         mean = {name: value / n for name, value in sums.items()}
-        radicand = mean["sq_log_err"] - self.params.silog_lambda * mean["log_err"].square()
+        radicand = mean["sq_log_err"] - self.silog_lambda * mean["log_err"].square()
         return {
             "abs_rel": mean["abs_rel"],
             "sq_rel": mean["sq_rel"],
             "rmse": mean["sq_err"].sqrt(),
             "rmse_log": mean["sq_log_err"].sqrt(),
             "log10": mean["abs_log10"],
-            "silog": self.params.silog_scale * radicand.clamp(min=0.0).sqrt(),
+            "silog": self.silog_scale * radicand.clamp(min=0.0).sqrt(),
             "delta1": mean["delta1"],
             "delta2": mean["delta2"],
             "delta3": mean["delta3"],
         }
 
     def _compute(self, state: Mapping[str, Tensor]) -> dict[str, float]:
-        if self.params.aggregation == "pooled":
+        if self.aggregation == "pooled":
             n = state["count"].double()
             if float(n) == 0:
                 return {key: math.nan for key in _RESULTS}
@@ -359,3 +337,6 @@ class DepthErrors(pixcore.Metric):
         if images == 0:
             return {key: math.nan for key in _RESULTS}
         return {key: float(state[key]) / images for key in _RESULTS}
+
+
+DepthErrors.protocol = DepthErrors().protocol

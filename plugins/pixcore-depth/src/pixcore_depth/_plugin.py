@@ -6,26 +6,15 @@ from collections.abc import Iterator
 
 import pixcore
 from pixcore_depth._datasets import pixcore_datasets as pixcore_datasets  # noqa: F401
-from pixcore_depth._losses import (
-    BerHuLoss,
-    BerHuParams,
-    GradientMatchingLoss,
-    GradientMatchingParams,
-    L1Loss,
-    L1Params,
-    SILogLoss,
-    SILogParams,
-    SSILoss,
-    SSIParams,
-)
-from pixcore_depth._metric import DepthErrors, DepthErrorsParams
-from pixcore_depth._task import DepthParams, DepthTask
+from pixcore_depth._losses import BerHuLoss, GradientMatchingLoss, L1Loss, SILogLoss, SSILoss
+from pixcore_depth._metric import DepthErrors
+from pixcore_depth._task import DepthTask
 
 
 @pixcore.hookimpl
 def pixcore_tasks() -> Iterator[pixcore.Component]:
     yield pixcore.Component(
-        "depth", DepthTask, params=DepthParams,
+        "depth", DepthTask,
         description="Metric (metres) or relative depth, decoded from log-depth or softplus",
     )
 
@@ -33,22 +22,22 @@ def pixcore_tasks() -> Iterator[pixcore.Component]:
 @pixcore.hookimpl
 def pixcore_losses() -> Iterator[pixcore.Component]:
     yield pixcore.Component(
-        "silog", SILogLoss, params=SILogParams,
+        "silog", SILogLoss,
         description="Scale-invariant log loss (Eigen et al. 2014)",
     )
     yield pixcore.Component(
-        "l1", L1Loss, params=L1Params, description="Mean absolute depth error over valid pixels"
+        "l1", L1Loss, description="Mean absolute depth error over valid pixels"
     )
     yield pixcore.Component(
-        "berhu", BerHuLoss, params=BerHuParams,
+        "berhu", BerHuLoss,
         description="Reverse Huber loss, c = 0.2 max |residual| (Laina et al. 2016)",
     )
     yield pixcore.Component(
-        "ssi", SSILoss, params=SSIParams,
+        "ssi", SSILoss,
         description="Scale-and-shift-invariant loss, per-image least squares (MiDaS, 2020)",
     )
     yield pixcore.Component(
-        "gradient_matching", GradientMatchingLoss, params=GradientMatchingParams,
+        "gradient_matching", GradientMatchingLoss,
         description="Multi-scale gradient matching (Li and Snavely 2018; MiDaS)",
     )
 
@@ -56,7 +45,7 @@ def pixcore_losses() -> Iterator[pixcore.Component]:
 @pixcore.hookimpl
 def pixcore_metrics() -> Iterator[pixcore.Component]:
     yield pixcore.Component(
-        "depth_errors", DepthErrors, params=DepthErrorsParams,
+        "depth_errors", DepthErrors,
         description="AbsRel, SqRel, RMSE, RMSE log, log10, SILog, delta<1.25^k; crops, caps, "
         "alignment, pooled or per image",
     )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 from torch import Tensor
 
 import pixcore
@@ -17,7 +17,7 @@ from pixcore.targets import ScalarField
 from pixcore_depth._colormap import turbo
 from pixcore_depth._common import scale_and_shift, usable
 
-__all__ = ["DepthMode", "DepthParams", "DepthTask", "Parameterization", "RelativeDepthTask"]
+__all__ = ["DepthMode", "DepthTask", "Parameterization", "RelativeDepthTask", "check_depth_range"]
 
 #: Upper clamp of decoded depth when ``max_depth`` is None, metres (keeps ``exp`` finite).
 DEPTH_CEILING = 1e4
@@ -28,37 +28,11 @@ Parameterization = Literal["log", "softplus"]
 DepthMode = Literal["metric", "relative"]
 
 
-class DepthParams(BaseModel):
-    """Parameters of the ``depth`` task."""
+def check_depth_range(min_depth: float, max_depth: float | None) -> None:
+    """A cap above the floor: ``max_depth > min_depth`` (or no cap)."""
+    if max_depth is not None and max_depth <= min_depth:
+        raise ValueError(f"max_depth ({max_depth}) must be greater than min_depth ({min_depth})")
 
-    model_config = ConfigDict(extra="forbid")
-
-    target_key: str = Field(default="depth", description="Sample key of the depth map (metres).")
-    valid_key: str | None = Field(default="valid", description="Sample key of the validity mask.")
-    min_depth: float = Field(
-        default=1e-3, gt=0.0, description="Smallest depth predicted and scored."
-    )
-    max_depth: float | None = Field(
-        default=None, description="Largest depth predicted and scored; None: no cap."
-    )
-    parameterization: Parameterization = Field(
-        default="log",
-        description="How the raw channel becomes depth: 'log' (exp of log-depth) or "
-        "'softplus' (softplus(raw) + min_depth).",
-    )
-    mode: DepthMode = Field(
-        default="metric",
-        description="'metric': depth in metres (default loss silog); 'relative': depth up to "
-        "a per-image scale and shift (default loss ssi, metric aligned per image).",
-    )
-
-    @model_validator(mode="after")
-    def _range(self) -> DepthParams:
-        if self.max_depth is not None and self.max_depth <= self.min_depth:
-            raise ValueError(
-                f"max_depth ({self.max_depth}) must be greater than min_depth ({self.min_depth})"
-            )
-        return self
 
 
 class DepthTask(pixcore.Task):
@@ -91,6 +65,17 @@ class DepthTask(pixcore.Task):
     same task whose default loss is ``ssi``; the ``depth_errors`` metric reads the mode
     from :meth:`context` and then aligns each predicted map to its ground truth before
     scoring (least-squares scale and shift unless configured otherwise).
+
+    Args:
+        target_key: Sample key of the depth map (metres).
+        valid_key: Sample key of the validity mask.
+        min_depth: Smallest depth predicted and scored (positive).
+        max_depth: Largest depth predicted and scored, above ``min_depth``; None: no cap.
+        parameterization: How the raw channel becomes depth: ``'log'`` (exp of log-depth)
+            or ``'softplus'`` (softplus(raw) + min_depth).
+        mode: ``'metric'``: depth in metres (default loss silog); ``'relative'``: depth up
+            to a per-image scale and shift (default loss ssi, metric aligned per image).
+            None: the class's mode (``'metric'`` for :class:`DepthTask`).
     """
 
     target_kind = ScalarField
@@ -113,25 +98,26 @@ class DepthTask(pixcore.Task):
         self,
         target_key: str = "depth",
         valid_key: str | None = "valid",
-        min_depth: float = 1e-3,
+        min_depth: Annotated[float, Field(gt=0.0)] = 1e-3,
         max_depth: float | None = None,
         parameterization: Parameterization = "log",
         mode: DepthMode | None = None,
     ) -> None:
-        params = DepthParams(
-            target_key=target_key, valid_key=valid_key, min_depth=min_depth,
-            max_depth=max_depth, parameterization=parameterization,
-            mode=self.mode if mode is None else mode,
-        )
-        if params.mode != self.mode:
+        self.check_params(min_depth, max_depth)
+        if mode is not None and mode != self.mode:
             raise ValueError(
-                f"{type(self).__name__} predicts {self.mode} depth, got mode={params.mode!r}; "
-                f"create DepthTask(mode={params.mode!r}) instead"
+                f"{type(self).__name__} predicts {self.mode} depth, got mode={mode!r}; "
+                f"create DepthTask(mode={mode!r}) instead"
             )
-        super().__init__(params.target_key, params.valid_key)
-        self.min_depth = params.min_depth
-        self.max_depth = params.max_depth
-        self.parameterization: Parameterization = params.parameterization
+        super().__init__(target_key, valid_key)
+        self.min_depth = min_depth
+        self.max_depth = max_depth
+        self.parameterization: Parameterization = parameterization
+
+    @staticmethod
+    def check_params(min_depth: float, max_depth: float | None) -> None:
+        """``max_depth`` above ``min_depth``."""
+        check_depth_range(min_depth, max_depth)
 
     @property
     def out_channels(self) -> int:

@@ -9,38 +9,12 @@ gradient path.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 import pixcore
 from pixcore_normals._common import select
 
-__all__ = [
-    "AngularLoss",
-    "AngularParams",
-    "CosineLoss",
-    "CosineParams",
-    "NormalsL1Loss",
-    "NormalsL1Params",
-]
-
-
-class AngularParams(BaseModel):
-    """Parameters of the ``angular`` loss: none (unknown keys are refused)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class CosineParams(BaseModel):
-    """Parameters of the ``cosine`` loss: none (unknown keys are refused)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class NormalsL1Params(BaseModel):
-    """Parameters of the ``normals_l1`` loss: none (unknown keys are refused)."""
-
-    model_config = ConfigDict(extra="forbid")
+__all__ = ["AngularLoss", "CosineLoss", "NormalsL1Loss"]
 
 
 def _safe_norm(x: Tensor) -> Tensor:

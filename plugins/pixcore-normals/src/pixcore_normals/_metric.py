@@ -7,13 +7,12 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 import pixcore
 from pixcore_normals._common import select
 
-__all__ = ["AngularError", "AngularErrorParams", "BIN_WIDTH_DEG", "THRESHOLDS_DEG"]
+__all__ = ["AngularError", "BIN_WIDTH_DEG", "THRESHOLDS_DEG"]
 
 #: Width of the histogram bins the median is read from, degrees.
 BIN_WIDTH_DEG = 0.01
@@ -21,12 +20,6 @@ _BINS = round(180.0 / BIN_WIDTH_DEG)
 #: Thresholds of the "within" percentages, degrees (Fouhey et al. 2013).
 THRESHOLDS_DEG = (11.25, 22.5, 30.0)
 _KEYS = ("pct_11.25", "pct_22.5", "pct_30")
-
-
-class AngularErrorParams(BaseModel):
-    """Parameters of the ``angular_error`` metric: none (unknown keys are refused)."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 def _order_statistic(cumulative: Tensor, rank: int) -> float:

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 import pixcore
@@ -15,19 +14,10 @@ from pixcore.targets import UnitVectorField
 from pixcore.viz import normals_to_rgb
 from pixcore_normals._common import usable
 
-__all__ = ["NORMAL_PRIOR", "NormalsParams", "NormalsTask"]
+__all__ = ["NORMAL_PRIOR", "NormalsTask"]
 
 #: Added to the raw output before normalising: the normal facing the camera (-z).
 NORMAL_PRIOR = (0.0, 0.0, -1.0)
-
-
-class NormalsParams(BaseModel):
-    """Parameters of the ``normals`` task."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    target_key: str = Field(default="normals", description="Sample key of the normal map.")
-    valid_key: str | None = Field(default="valid", description="Sample key of the validity mask.")
 
 
 class NormalsTask(pixcore.Task):
@@ -46,6 +36,10 @@ class NormalsTask(pixcore.Task):
     be amplified about a hundredfold into the shared backbone. With it, training starts
     from the normal facing the camera, the most common direction, with gradients of
     ordinary size; the map from raw output to normal is otherwise unchanged.
+
+    Args:
+        target_key: Sample key of the normal map.
+        valid_key: Sample key of the validity mask.
     """
 
     target_kind = UnitVectorField
@@ -54,8 +48,7 @@ class NormalsTask(pixcore.Task):
     default_metrics = ("angular_error",)
 
     def __init__(self, target_key: str = "normals", valid_key: str | None = "valid") -> None:
-        params = NormalsParams(target_key=target_key, valid_key=valid_key)
-        super().__init__(params.target_key, params.valid_key)
+        super().__init__(target_key, valid_key)
 
     @property
     def out_channels(self) -> int:

@@ -14,17 +14,15 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
-
 import pixcore
 from pixcore.data import (
     ClassMaskFile,
     DatasetError,
-    DatasetParams,
+    DatasetRoot,
+    DatasetValidation,
     FileDataset,
     ImageFile,
     Record,
-    ValidateMode,
 )
 from pixcore.targets import DEFAULT_IGNORE_INDEX, ClassMask, Image, TargetKind
 
@@ -34,10 +32,7 @@ __all__ = [
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_LABEL_TO_TRAIN",
     "VOC_CLASSES",
-    "ADE20KParams",
     "Cityscapes",
-    "CityscapesParams",
-    "VOCParams",
     "VOCSegmentation",
     "pixcore_datasets",
 ]
@@ -64,25 +59,6 @@ VOC2012/                               (root; VOCdevkit/ or its parent also work
   JPEGImages/<id>.jpg
   SegmentationClass/<id>.png           palette PNG: pixel index = class id 0-20, 255 = ignore
   ImageSets/Segmentation/<split>.txt   one <id> per line: train.txt, val.txt, trainval.txt"""
-
-
-class VOCParams(DatasetParams):
-    """Parameters of the ``voc`` data set."""
-
-    split: str = Field(
-        default="train",
-        description="ImageSets/Segmentation/<split>.txt to read: 'train', 'val' or 'trainval'.",
-    )
-    label_dir: str = Field(
-        default="SegmentationClass",
-        description="Folder of the label PNGs under the root; 'SegmentationClassAug' for the "
-        "augmented (SBD) labels.",
-    )
-    split_file: Path | None = Field(
-        default=None,
-        description="A list of ids to read instead of the split's file (e.g. train_aug.txt); "
-        "relative to the root or absolute. Lines may also be '<image path> <label path>'.",
-    )
 
 
 def _voc_root(root: Path) -> Path:
@@ -116,6 +92,19 @@ class VOCSegmentation(FileDataset):
     each id of ``ImageSets/Segmentation/<split>.txt``. Label pixels are the palette
     *indices* (the class ids), not the colours; 255 marks object borders and difficult
     regions. See docs/datasets.md#voc.
+
+    Parameters: ``root`` and ``validate`` as every reader (:data:`pixcore.data.DatasetRoot`,
+    :data:`pixcore.data.DatasetValidation`), and
+
+    Args:
+        split: ImageSets/Segmentation/<split>.txt to read: ``'train'``, ``'val'`` or
+            ``'trainval'``.
+        label_dir: Folder of the label PNGs under the root; ``'SegmentationClassAug'`` for
+            the augmented (SBD) labels.
+        split_file: A list of ids to read instead of the split's file (e.g.
+            train_aug.txt); relative to the root or absolute. Lines may also be
+            ``'<image path> <label path>'``.
+        transform: Applied to every sample (Python only).
     """
 
     name = "voc"
@@ -125,29 +114,24 @@ class VOCSegmentation(FileDataset):
 
     def __init__(
         self,
-        root: str | Path,
+        root: DatasetRoot,
         split: str = "train",
         label_dir: str = "SegmentationClass",
         split_file: str | Path | None = None,
-        validate: ValidateMode = "full",
+        validate: DatasetValidation = "full",
         transform: Callable[[Sample], Sample] | None = None,
     ) -> None:
-        params = VOCParams(
-            root=Path(root), split=split, label_dir=label_dir,
-            split_file=Path(split_file) if split_file is not None else None, validate=validate,
-        )
-        self.params = params
-        base = _voc_root(Path(params.root).expanduser())
-        labels = base / params.label_dir
+        base = _voc_root(Path(root).expanduser())
+        labels = base / label_dir
         if not labels.is_dir():
             raise DatasetError(
                 f"voc: label folder {labels} does not exist. Expected layout:\n{VOC_LAYOUT}\n"
                 "For the augmented labels set label_dir: SegmentationClassAug."
             )
-        if params.split_file is not None:
-            list_file = base / params.split_file  # an absolute split_file replaces base
+        if split_file is not None:
+            list_file = base / split_file  # an absolute split_file replaces base
         else:
-            list_file = base / "ImageSets" / "Segmentation" / f"{params.split}.txt"
+            list_file = base / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not list_file.is_file():
             folder = list_file.parent
             existing = sorted(p.stem for p in folder.glob("*.txt")) if folder.is_dir() else []
@@ -174,7 +158,7 @@ class VOCSegmentation(FileDataset):
             ),
         }
         super().__init__(
-            records, fields, roots=[base], validate=params.validate, transform=transform,
+            records, fields, roots=[base], validate=validate, transform=transform,
             description=f"voc at {base} (split {list_file.stem})",
         )
 
@@ -245,18 +229,6 @@ cityscapes/                            (root)
   splits: train, val, test"""
 
 
-class CityscapesParams(DatasetParams):
-    """Parameters of the ``cityscapes`` data set."""
-
-    split: str = Field(default="train", description="'train', 'val' or 'test' (gtFine).")
-    label_type: Literal["labelIds", "labelTrainIds"] = Field(
-        default="labelIds",
-        description="'labelIds': the official *_gtFine_labelIds.png, mapped to the 19 train "
-        "ids here; 'labelTrainIds': files already holding train ids (0-18, 255), as written "
-        "by cityscapesscripts' createTrainIdLabelImgs.",
-    )
-
-
 class Cityscapes(FileDataset):
     """Cityscapes fine annotations, 19 classes (the official train ids), 255 = ignore.
 
@@ -264,6 +236,16 @@ class Cityscapes(FileDataset):
     ``gtFine/<split>/<city>/*_gtFine_labelIds.png``; label ids are mapped to train ids by
     :data:`CITYSCAPES_LABEL_TO_TRAIN` (road 7 -> 0, car 26 -> 13, every id without a
     train id -> 255). See docs/datasets.md#cityscapes.
+
+    Parameters: ``root`` and ``validate`` as every reader (:data:`pixcore.data.DatasetRoot`,
+    :data:`pixcore.data.DatasetValidation`), and
+
+    Args:
+        split: ``'train'``, ``'val'`` or ``'test'`` (gtFine).
+        label_type: ``'labelIds'``: the official *_gtFine_labelIds.png, mapped to the 19
+            train ids here; ``'labelTrainIds'``: files already holding train ids (0-18,
+            255), as written by cityscapesscripts' createTrainIdLabelImgs.
+        transform: Applied to every sample (Python only).
     """
 
     name = "cityscapes"
@@ -273,19 +255,15 @@ class Cityscapes(FileDataset):
 
     def __init__(
         self,
-        root: str | Path,
+        root: DatasetRoot,
         split: str = "train",
         label_type: Literal["labelIds", "labelTrainIds"] = "labelIds",
-        validate: ValidateMode = "full",
+        validate: DatasetValidation = "full",
         transform: Callable[[Sample], Sample] | None = None,
     ) -> None:
-        params = CityscapesParams(
-            root=Path(root), split=split, label_type=label_type, validate=validate
-        )
-        self.params = params
-        base = Path(params.root).expanduser()
-        images_dir = base / "leftImg8bit" / params.split
-        labels_dir = base / "gtFine" / params.split
+        base = Path(root).expanduser()
+        images_dir = base / "leftImg8bit" / split
+        labels_dir = base / "gtFine" / split
         for folder in (images_dir, labels_dir):
             if not folder.is_dir():
                 parent = folder.parent
@@ -296,7 +274,7 @@ class Cityscapes(FileDataset):
                     + ". Set `root` to the folder holding leftImg8bit/ and gtFine/:\n"
                     + CITYSCAPES_LAYOUT
                 )
-        suffix = f"_gtFine_{params.label_type}.png"
+        suffix = f"_gtFine_{label_type}.png"
         records = []
         for city in sorted(e.name for e in os.scandir(images_dir) if e.is_dir()):
             for name in sorted(os.listdir(images_dir / city)):
@@ -313,7 +291,7 @@ class Cityscapes(FileDataset):
                 f"cityscapes: no *_leftImg8bit.png image in {images_dir}/<city>/. Expected "
                 f"layout:\n{CITYSCAPES_LAYOUT}"
             )
-        if params.label_type == "labelIds":
+        if label_type == "labelIds":
             lut = np.full(34, -1, dtype=np.int64)
             for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
                 lut[label_id] = train_id
@@ -332,8 +310,8 @@ class Cityscapes(FileDataset):
             )
         super().__init__(
             records, {"image": ImageFile(), "semseg": label}, roots=[base],
-            validate=params.validate, transform=transform,
-            description=f"cityscapes at {base} (split {params.split})",
+            validate=validate, transform=transform,
+            description=f"cityscapes at {base} (split {split})",
         )
 
 
@@ -377,25 +355,6 @@ _ADE_SPLITS = {
 }
 
 
-class ADE20KParams(DatasetParams):
-    """Parameters of the ``ade20k`` data set."""
-
-    split: Literal["training", "validation", "train", "val"] = Field(
-        default="training",
-        description="'training' or 'validation' ('train' and 'val' are accepted too).",
-    )
-    reduce_zero_label: bool = Field(
-        default=True,
-        description="True (the benchmark's 150-class protocol): stored 0 ('other') -> 255 "
-        "(ignored) and class c -> c - 1. False: 151 classes, 0 = 'other' is a class.",
-    )
-
-    @field_validator("split")
-    @classmethod
-    def _canonical(cls, value: str) -> str:
-        return _ADE_SPLITS[value]
-
-
 class ADE20K(FileDataset):
     """ADE20K scene parsing (SceneParsing / ADEChallengeData2016), 150 classes.
 
@@ -403,6 +362,17 @@ class ADE20K(FileDataset):
     ("other objects", unlabelled) is ignored (255) and classes 1-150 become 0-149, as in
     the official evaluation and mmsegmentation. With False, 0 stays a class named
     ``"other"`` (151 classes). See docs/datasets.md#ade20k.
+
+    Parameters: ``root`` and ``validate`` as every reader (:data:`pixcore.data.DatasetRoot`,
+    :data:`pixcore.data.DatasetValidation`), and
+
+    Args:
+        split: ``'training'`` or ``'validation'`` (``'train'`` and ``'val'`` are accepted
+            too).
+        reduce_zero_label: True (the benchmark's 150-class protocol): stored 0 (``'other'``)
+            -> 255 (ignored) and class c -> c - 1. False: 151 classes, 0 = ``'other'`` is a
+            class.
+        transform: Applied to every sample (Python only).
     """
 
     name = "ade20k"
@@ -411,21 +381,18 @@ class ADE20K(FileDataset):
 
     def __init__(
         self,
-        root: str | Path,
+        root: DatasetRoot,
         split: Literal["training", "validation", "train", "val"] = "training",
         reduce_zero_label: bool = True,
-        validate: ValidateMode = "full",
+        validate: DatasetValidation = "full",
         transform: Callable[[Sample], Sample] | None = None,
     ) -> None:
-        params = ADE20KParams(
-            root=Path(root), split=split, reduce_zero_label=reduce_zero_label, validate=validate
-        )
-        self.params = params
-        base = Path(params.root).expanduser()
+        folder = _ADE_SPLITS[split]  # 'train' -> 'training'
+        base = Path(root).expanduser()
         if not (base / "images").is_dir() and (base / "ADEChallengeData2016" / "images").is_dir():
             base = base / "ADEChallengeData2016"
-        images_dir = base / "images" / params.split
-        labels_dir = base / "annotations" / params.split
+        images_dir = base / "images" / folder
+        labels_dir = base / "annotations" / folder
         for folder in (images_dir, labels_dir):
             if not folder.is_dir():
                 raise DatasetError(
@@ -442,7 +409,7 @@ class ADE20K(FileDataset):
             raise DatasetError(
                 f"ade20k: no .jpg image in {images_dir}. Expected layout:\n{ADE20K_LAYOUT}"
             )
-        if params.reduce_zero_label:
+        if reduce_zero_label:
             lut = np.arange(-1, 150, dtype=np.int64)
             lut[0] = DEFAULT_IGNORE_INDEX
             self.class_names = ADE20K_CLASSES
@@ -461,8 +428,8 @@ class ADE20K(FileDataset):
             )
         super().__init__(
             records, {"image": ImageFile(), "semseg": label}, roots=[base],
-            validate=params.validate, transform=transform,
-            description=f"ade20k at {base} (split {params.split})",
+            validate=validate, transform=transform,
+            description=f"ade20k at {base} (split {folder})",
         )
 
 
@@ -474,14 +441,14 @@ class ADE20K(FileDataset):
 @pixcore.hookimpl
 def pixcore_datasets() -> Iterator[pixcore.Component]:
     yield pixcore.Component(
-        "voc", VOCSegmentation, params=VOCParams,
+        "voc", VOCSegmentation,
         description="Pascal VOC 2012 segmentation, 21 classes (local copy)",
     )
     yield pixcore.Component(
-        "cityscapes", Cityscapes, params=CityscapesParams,
+        "cityscapes", Cityscapes,
         description="Cityscapes fine annotations, 19 train-id classes (local copy)",
     )
     yield pixcore.Component(
-        "ade20k", ADE20K, params=ADE20KParams,
+        "ade20k", ADE20K,
         description="ADE20K SceneParsing, 150 classes (local copy)",
     )

@@ -10,11 +10,11 @@ zero that still has a gradient path when no pixel is kept. A kept class id outsi
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 from torch import Tensor
 
 import pixcore
@@ -23,24 +23,18 @@ from pixcore_seg._common import prepare_logits
 
 __all__ = [
     "CrossEntropyLoss",
-    "CrossEntropyParams",
     "DiceLoss",
-    "DiceParams",
     "FocalLoss",
-    "FocalParams",
     "LovaszSoftmaxLoss",
-    "LovaszParams",
     "OhemCrossEntropyLoss",
-    "OhemCrossEntropyParams",
 ]
 
-_NUM_CLASSES = "Given by the task; checks the length of per-class lists."
-_IGNORE_INDEX = "Target value of unlabelled pixels; given by the task."
-_CLASSES = (
-    "'present': average over the classes that occur in the kept target pixels (of the "
-    "batch, or of the image with per_image); 'all': over all C classes, so that absent "
-    "classes are pushed towards zero probability."
-)
+#: The number of classes, a context fact of the segmentation task.
+NumClasses = Annotated[int, Field(gt=0)]
+#: Which classes a Dice or Lovasz loss averages over.
+Classes = Literal["present", "all"]
+#: A fraction in ``(0, 1]``.
+Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 
 
 def _zero(logits: Tensor) -> Tensor:
@@ -78,30 +72,6 @@ def _per_class_tensor(
 # --------------------------------------------------------------------------------------
 
 
-class CrossEntropyParams(BaseModel):
-    """Parameters of the ``cross_entropy`` loss."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    num_classes: int | None = Field(default=None, gt=0, description=_NUM_CLASSES)
-    ignore_index: int = Field(default=DEFAULT_IGNORE_INDEX, description=_IGNORE_INDEX)
-    class_weights: list[float] | None = Field(
-        default=None,
-        description="One non-negative weight per class, in class-id order (torch's "
-        "`weight`), e.g. inverse class frequencies. None: all ones.",
-    )
-    label_smoothing: float = Field(
-        default=0.0, ge=0.0, lt=1.0,
-        description="epsilon in [0, 1): the target puts 1 - epsilon on the true class and "
-        "epsilon / C on every class (Szegedy et al. 2016).",
-    )
-
-    @model_validator(mode="after")
-    def _weights(self) -> CrossEntropyParams:
-        _check_per_class(self.class_weights, self.num_classes, "class_weights")
-        return self
-
-
 class CrossEntropyLoss(pixcore.Loss):
     r"""Softmax cross-entropy averaged over kept pixels.
 
@@ -121,29 +91,35 @@ class CrossEntropyLoss(pixcore.Loss):
     the loss is 0 and keeps its gradient path.
 
     Args:
-        num_classes: Number of classes (from the task); checks ``class_weights``.
-        ignore_index: Target value of unlabelled pixels (from the task).
-        class_weights: Optional per-class weights, e.g. inverse frequencies.
-        label_smoothing: :math:`\varepsilon` in ``[0, 1)``.
+        num_classes: Number of classes (given by the task); checks the length of
+            ``class_weights``.
+        ignore_index: Target value of unlabelled pixels (given by the task).
+        class_weights: One non-negative weight per class, in class-id order (torch's
+            ``weight``), e.g. inverse class frequencies. None: all ones.
+        label_smoothing: :math:`\varepsilon` in ``[0, 1)``: the target puts
+            :math:`1 - \varepsilon` on the true class and :math:`\varepsilon / C` on every
+            class (Szegedy et al. 2016).
     """
 
     def __init__(
         self,
-        num_classes: int | None = None,
+        num_classes: NumClasses | None = None,
         ignore_index: int = DEFAULT_IGNORE_INDEX,
         class_weights: list[float] | None = None,
-        label_smoothing: float = 0.0,
+        label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0,
     ) -> None:
         super().__init__()
-        params = CrossEntropyParams(
-            num_classes=num_classes, ignore_index=ignore_index, class_weights=class_weights,
-            label_smoothing=label_smoothing,
-        )
-        self.num_classes = params.num_classes
-        self.ignore_index = params.ignore_index
-        self.label_smoothing = params.label_smoothing
-        weight = None if params.class_weights is None else torch.tensor(params.class_weights)
+        self.check_params(num_classes, class_weights)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        weight = None if class_weights is None else torch.tensor(class_weights)
         self.register_buffer("class_weights", weight, persistent=False)
+
+    @staticmethod
+    def check_params(num_classes: int | None, class_weights: list[float] | None) -> None:
+        """``class_weights``: finite, non-negative, a positive sum, one per class."""
+        _check_per_class(class_weights, num_classes, "class_weights")
 
     def forward(self, prediction: Tensor, target: Tensor, valid: Tensor) -> pixcore.LossOutput:
         what = "cross_entropy"
@@ -171,25 +147,6 @@ class CrossEntropyLoss(pixcore.Loss):
 # --------------------------------------------------------------------------------------
 
 
-class DiceParams(BaseModel):
-    """Parameters of the ``dice`` loss."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ignore_index: int = Field(default=DEFAULT_IGNORE_INDEX, description=_IGNORE_INDEX)
-    smooth: float = Field(
-        default=1.0, ge=0.0,
-        description="s, added to numerator and denominator: keeps the ratio defined for a "
-        "class with no pixel and smooths its gradient.",
-    )
-    exponent: Literal[1, 2] = Field(
-        default=2,
-        description="e, the power of p and y in the denominator: 2 as in Milletari et al. "
-        "2016 (V-Net) and mmsegmentation, 1 for the plain soft Dice (Sorensen) ratio.",
-    )
-    classes: Literal["present", "all"] = Field(default="present", description=_CLASSES)
-
-
 class DiceLoss(pixcore.Loss):
     r"""Soft Dice loss over softmax probabilities (Milletari, Navab and Ahmadi, "V-Net", 3DV 2016).
 
@@ -207,27 +164,29 @@ class DiceLoss(pixcore.Loss):
     :math:`C` classes (``classes="all"``). With no kept pixel the loss is 0.
 
     Args:
-        ignore_index: Target value of unlabelled pixels (from the task).
-        smooth: :math:`s \ge 0`.
-        exponent: :math:`e`.
-        classes: ``"present"`` or ``"all"``.
+        ignore_index: Target value of unlabelled pixels (given by the task).
+        smooth: :math:`s \ge 0`, added to numerator and denominator: keeps the ratio
+            defined for a class with no pixel and smooths its gradient.
+        exponent: :math:`e`, the power of :math:`p` and :math:`y` in the denominator: 2 as
+            in Milletari et al. 2016 (V-Net) and mmsegmentation, 1 for the plain soft Dice
+            (Sorensen) ratio.
+        classes: ``"present"``: average over the classes that occur in the kept target
+            pixels; ``"all"``: over all C classes, so that absent classes are pushed
+            towards zero probability.
     """
 
     def __init__(
         self,
         ignore_index: int = DEFAULT_IGNORE_INDEX,
-        smooth: float = 1.0,
+        smooth: Annotated[float, Field(ge=0.0)] = 1.0,
         exponent: Literal[1, 2] = 2,
-        classes: Literal["present", "all"] = "present",
+        classes: Classes = "present",
     ) -> None:
         super().__init__()
-        params = DiceParams(
-            ignore_index=ignore_index, smooth=smooth, exponent=exponent, classes=classes
-        )
-        self.ignore_index = params.ignore_index
-        self.smooth = params.smooth
-        self.exponent = params.exponent
-        self.classes = params.classes
+        self.ignore_index = ignore_index
+        self.smooth = smooth
+        self.exponent = exponent
+        self.classes = classes
 
     def forward(self, prediction: Tensor, target: Tensor, valid: Tensor) -> pixcore.LossOutput:
         logits, target, keep = prepare_logits(
@@ -262,30 +221,6 @@ class DiceLoss(pixcore.Loss):
 # --------------------------------------------------------------------------------------
 
 
-class FocalParams(BaseModel):
-    """Parameters of the ``focal`` loss."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    num_classes: int | None = Field(default=None, gt=0, description=_NUM_CLASSES)
-    ignore_index: int = Field(default=DEFAULT_IGNORE_INDEX, description=_IGNORE_INDEX)
-    gamma: float = Field(
-        default=2.0, ge=0.0,
-        description="Focusing parameter gamma >= 0: 0 gives cross-entropy; Lin et al. "
-        "2017 use 2.",
-    )
-    alpha: list[float] | None = Field(
-        default=None,
-        description="Optional weight alpha_c per class, in class-id order (non-negative). "
-        "None: all ones.",
-    )
-
-    @model_validator(mode="after")
-    def _alpha(self) -> FocalParams:
-        _check_per_class(self.alpha, self.num_classes, "alpha")
-        return self
-
-
 class FocalLoss(pixcore.Loss):
     r"""Softmax focal loss (Lin et al. 2017).
 
@@ -304,28 +239,33 @@ class FocalLoss(pixcore.Loss):
     :math:`0 < \gamma < 1`.
 
     Args:
-        num_classes: Number of classes (from the task); checks ``alpha``.
-        ignore_index: Target value of unlabelled pixels (from the task).
-        gamma: Focusing parameter :math:`\gamma \ge 0`.
-        alpha: Optional per-class weights :math:`\alpha_c`.
+        num_classes: Number of classes (given by the task); checks the length of ``alpha``.
+        ignore_index: Target value of unlabelled pixels (given by the task).
+        gamma: Focusing parameter :math:`\gamma \ge 0`: 0 gives cross-entropy; Lin et al.
+            2017 use 2.
+        alpha: Optional weight :math:`\alpha_c` per class, in class-id order
+            (non-negative). None: all ones.
     """
 
     def __init__(
         self,
-        num_classes: int | None = None,
+        num_classes: NumClasses | None = None,
         ignore_index: int = DEFAULT_IGNORE_INDEX,
-        gamma: float = 2.0,
+        gamma: Annotated[float, Field(ge=0.0)] = 2.0,
         alpha: list[float] | None = None,
     ) -> None:
         super().__init__()
-        params = FocalParams(
-            num_classes=num_classes, ignore_index=ignore_index, gamma=gamma, alpha=alpha
-        )
-        self.num_classes = params.num_classes
-        self.ignore_index = params.ignore_index
-        self.gamma = params.gamma
-        weight = None if params.alpha is None else torch.tensor(params.alpha)
+        self.check_params(num_classes, alpha)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.gamma = gamma
+        weight = None if alpha is None else torch.tensor(alpha)
         self.register_buffer("alpha", weight, persistent=False)
+
+    @staticmethod
+    def check_params(num_classes: int | None, alpha: list[float] | None) -> None:
+        """``alpha``: finite, non-negative, a positive sum, one per class."""
+        _check_per_class(alpha, num_classes, "alpha")
 
     def forward(self, prediction: Tensor, target: Tensor, valid: Tensor) -> pixcore.LossOutput:
         what = "focal"
@@ -350,20 +290,6 @@ class FocalLoss(pixcore.Loss):
 # --------------------------------------------------------------------------------------
 # Lovasz-softmax
 # --------------------------------------------------------------------------------------
-
-
-class LovaszParams(BaseModel):
-    """Parameters of the ``lovasz`` loss."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ignore_index: int = Field(default=DEFAULT_IGNORE_INDEX, description=_IGNORE_INDEX)
-    classes: Literal["present", "all"] = Field(default="present", description=_CLASSES)
-    per_image: bool = Field(
-        default=False,
-        description="Compute the loss per image and average over the images that have a "
-        "kept pixel (the paper's image-mIoU variant); False pools the whole batch.",
-    )
 
 
 def _lovasz_gradient(fg_sorted: Tensor) -> Tensor:
@@ -418,22 +344,24 @@ class LovaszSoftmaxLoss(pixcore.Loss):
     :math:`O(N \log N)` per class; memory is :math:`O(N)` per class.
 
     Args:
-        ignore_index: Target value of unlabelled pixels (from the task).
-        classes: ``"present"`` or ``"all"``.
-        per_image: Per-image loss averaged over images, or pooled over the batch.
+        ignore_index: Target value of unlabelled pixels (given by the task).
+        classes: ``"present"``: average over the classes that occur in the kept target
+            pixels (of the batch, or of the image with ``per_image``); ``"all"``: over all
+            C classes.
+        per_image: Compute the loss per image and average over the images that have a
+            kept pixel (the paper's image-mIoU variant); False pools the whole batch.
     """
 
     def __init__(
         self,
         ignore_index: int = DEFAULT_IGNORE_INDEX,
-        classes: Literal["present", "all"] = "present",
+        classes: Classes = "present",
         per_image: bool = False,
     ) -> None:
         super().__init__()
-        params = LovaszParams(ignore_index=ignore_index, classes=classes, per_image=per_image)
-        self.ignore_index = params.ignore_index
-        self.classes = params.classes
-        self.per_image = params.per_image
+        self.ignore_index = ignore_index
+        self.classes = classes
+        self.per_image = per_image
 
     def forward(self, prediction: Tensor, target: Tensor, valid: Tensor) -> pixcore.LossOutput:
         logits, target, keep = prepare_logits(
@@ -453,38 +381,6 @@ class LovaszSoftmaxLoss(pixcore.Loss):
 # --------------------------------------------------------------------------------------
 # OHEM cross-entropy
 # --------------------------------------------------------------------------------------
-
-
-class OhemCrossEntropyParams(BaseModel):
-    """Parameters of the ``ohem_cross_entropy`` loss."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ignore_index: int = Field(default=DEFAULT_IGNORE_INDEX, description=_IGNORE_INDEX)
-    thresh: float | None = Field(
-        default=0.7, gt=0.0, le=1.0,
-        description="Keep the kept pixels whose probability of the true class is below "
-        "thresh (at least min_kept per image). None: select by top_k, or by min_kept alone.",
-    )
-    min_kept: int = Field(
-        default=100_000, ge=0,
-        description="Pixels per image kept at least (the hardest ones) with thresh, and "
-        "exactly when thresh and top_k are both None (mmsegmentation's OHEMPixelSampler).",
-    )
-    top_k: float | None = Field(
-        default=None, gt=0.0, le=1.0,
-        description="Keep this fraction of the kept pixels, the ones with the largest "
-        "cross-entropy (needs thresh: null).",
-    )
-
-    @model_validator(mode="after")
-    def _one_rule(self) -> OhemCrossEntropyParams:
-        if self.thresh is not None and self.top_k is not None:
-            raise ValueError(
-                f"thresh ({self.thresh}) and top_k ({self.top_k}) are two different "
-                "selection rules; set thresh: null to keep the top_k fraction, or drop top_k"
-            )
-        return self
 
 
 class OhemCrossEntropyLoss(pixcore.Loss):
@@ -513,27 +409,39 @@ class OhemCrossEntropyLoss(pixcore.Loss):
     ``ohem_kept_fraction`` logs :math:`|S| / |K|`. With :math:`S` empty the loss is 0.
 
     Args:
-        ignore_index: Target value of unlabelled pixels (from the task).
-        thresh: Probability threshold in ``(0, 1]``, or None.
-        min_kept: Minimum selected pixels per image.
-        top_k: Fraction of the kept pixels in ``(0, 1]``, or None (needs ``thresh=None``).
+        ignore_index: Target value of unlabelled pixels (given by the task).
+        thresh: Probability threshold in ``(0, 1]``: keep the kept pixels whose probability
+            of the true class is below it (at least ``min_kept`` per image). None: select
+            by ``top_k``, or by ``min_kept`` alone.
+        min_kept: Pixels per image kept at least (the hardest ones) with ``thresh``, and
+            exactly when ``thresh`` and ``top_k`` are both None (mmsegmentation's
+            OHEMPixelSampler).
+        top_k: Keep this fraction (in ``(0, 1]``) of the kept pixels, the ones with the
+            largest cross-entropy (needs ``thresh=None``).
     """
 
     def __init__(
         self,
         ignore_index: int = DEFAULT_IGNORE_INDEX,
-        thresh: float | None = 0.7,
-        min_kept: int = 100_000,
-        top_k: float | None = None,
+        thresh: Fraction | None = 0.7,
+        min_kept: Annotated[int, Field(ge=0)] = 100_000,
+        top_k: Fraction | None = None,
     ) -> None:
         super().__init__()
-        params = OhemCrossEntropyParams(
-            ignore_index=ignore_index, thresh=thresh, min_kept=min_kept, top_k=top_k
-        )
-        self.ignore_index = params.ignore_index
-        self.thresh = params.thresh
-        self.min_kept = params.min_kept
-        self.top_k = params.top_k
+        self.check_params(thresh, top_k)
+        self.ignore_index = ignore_index
+        self.thresh = thresh
+        self.min_kept = min_kept
+        self.top_k = top_k
+
+    @staticmethod
+    def check_params(thresh: float | None, top_k: float | None) -> None:
+        """One selection rule at a time: ``thresh`` or ``top_k``."""
+        if thresh is not None and top_k is not None:
+            raise ValueError(
+                f"thresh ({thresh}) and top_k ({top_k}) are two different selection rules; "
+                "set thresh: null to keep the top_k fraction, or drop top_k"
+            )
 
     def _select(self, p_true: Tensor, keep: Tensor) -> Tensor:
         """Boolean ``[B, H, W]`` mask of the selected (hard) kept pixels."""

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
 import pixcore
 from pixcore.targets import DEFAULT_IGNORE_INDEX
 from pixcore_seg._common import argmax_classes, as_class_ids, check_class_range
 
-__all__ = ["AverageOver", "MeanIoU", "MeanIoUParams"]
+__all__ = ["AverageOver", "MeanIoU"]
 
 #: Which classes the class means (``miou``, ``mean_acc``) average over.
 AverageOver = Literal["nonzero_union", "present_in_target", "all_classes"]
@@ -24,26 +24,6 @@ PROTOCOLS: dict[str, str] = {
     "present_in_target": "confusion-pooled/mean-present-in-target",
     "all_classes": "confusion-pooled/mean-all-classes-absent-as-0",
 }
-
-
-class MeanIoUParams(BaseModel):
-    """Parameters of the ``miou`` metric."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    num_classes: int = Field(gt=0, description="Given by the task.")
-    ignore_index: int = Field(
-        default=DEFAULT_IGNORE_INDEX,
-        description="Target value of unlabelled pixels (never scored); given by the task.",
-    )
-    average_over: AverageOver = Field(
-        default="nonzero_union",
-        description="Absent-class policy of the class means. 'nonzero_union': classes "
-        "with a non-zero union (ground truth or prediction; mmsegmentation, "
-        "torchmetrics' average='macro'); 'present_in_target': classes present in the "
-        "ground truth (detectron2); 'all_classes': all classes, a class without pixels "
-        "counting as 0.",
-    )
 
 
 class MeanIoU(pixcore.Metric):
@@ -86,6 +66,12 @@ class MeanIoU(pixcore.Metric):
     2010), Cityscapes and ADE20K; :attr:`protocol` names it together with the absent-class
     policy, e.g. ``confusion-pooled/nanmean-nonzero-union``. The per-class keys have no
     entry in :attr:`higher_is_better`, so multi-task summaries use the class means only.
+
+    Args:
+        num_classes: Number of classes (given by the task).
+        ignore_index: Target value of unlabelled pixels, never scored (given by the task).
+        average_over: Absent-class policy of the class means: ``"nonzero_union"``,
+            ``"present_in_target"`` or ``"all_classes"`` (see above).
     """
 
     protocol: ClassVar[str] = PROTOCOLS["nonzero_union"]
@@ -99,17 +85,14 @@ class MeanIoU(pixcore.Metric):
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: Annotated[int, Field(gt=0)],
         ignore_index: int = DEFAULT_IGNORE_INDEX,
         average_over: AverageOver = "nonzero_union",
     ) -> None:
         super().__init__()
-        params = MeanIoUParams(
-            num_classes=num_classes, ignore_index=ignore_index, average_over=average_over
-        )
-        self.num_classes = params.num_classes
-        self.ignore_index = params.ignore_index
-        self.average_over = params.average_over
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.average_over = average_over
         # The protocol depends on the policy: this instance attribute shadows the default.
         self.protocol = PROTOCOLS[self.average_over]  # type: ignore[misc]
         c = self.num_classes

@@ -8,24 +8,19 @@ import pixcore
 from pixcore_seg._datasets import pixcore_datasets as pixcore_datasets  # noqa: F401
 from pixcore_seg._losses import (
     CrossEntropyLoss,
-    CrossEntropyParams,
     DiceLoss,
-    DiceParams,
     FocalLoss,
-    FocalParams,
-    LovaszParams,
     LovaszSoftmaxLoss,
     OhemCrossEntropyLoss,
-    OhemCrossEntropyParams,
 )
-from pixcore_seg._metric import MeanIoU, MeanIoUParams
-from pixcore_seg._task import SegmentationParams, SegmentationTask
+from pixcore_seg._metric import MeanIoU
+from pixcore_seg._task import SegmentationTask
 
 
 @pixcore.hookimpl
 def pixcore_tasks() -> Iterator[pixcore.Component]:
     yield pixcore.Component(
-        "segmentation", SegmentationTask, params=SegmentationParams,
+        "segmentation", SegmentationTask,
         description="Semantic segmentation: one logit per class and pixel",
     )
 
@@ -33,23 +28,23 @@ def pixcore_tasks() -> Iterator[pixcore.Component]:
 @pixcore.hookimpl
 def pixcore_losses() -> Iterator[pixcore.Component]:
     yield pixcore.Component(
-        "cross_entropy", CrossEntropyLoss, params=CrossEntropyParams,
+        "cross_entropy", CrossEntropyLoss,
         description="Softmax cross-entropy with class weights and label smoothing",
     )
     yield pixcore.Component(
-        "dice", DiceLoss, params=DiceParams,
+        "dice", DiceLoss,
         description="Soft Dice over softmax probabilities (Milletari et al. 2016)",
     )
     yield pixcore.Component(
-        "focal", FocalLoss, params=FocalParams,
+        "focal", FocalLoss,
         description="Softmax focal loss (Lin et al. 2017)",
     )
     yield pixcore.Component(
-        "lovasz", LovaszSoftmaxLoss, params=LovaszParams,
+        "lovasz", LovaszSoftmaxLoss,
         description="Lovasz-softmax surrogate of the Jaccard loss (Berman et al. 2018)",
     )
     yield pixcore.Component(
-        "ohem_cross_entropy", OhemCrossEntropyLoss, params=OhemCrossEntropyParams,
+        "ohem_cross_entropy", OhemCrossEntropyLoss,
         description="Cross-entropy over the hardest pixels (online hard example mining)",
     )
 
@@ -57,6 +52,6 @@ def pixcore_losses() -> Iterator[pixcore.Component]:
 @pixcore.hookimpl
 def pixcore_metrics() -> Iterator[pixcore.Component]:
     yield pixcore.Component(
-        "miou", MeanIoU, params=MeanIoUParams,
+        "miou", MeanIoU,
         description="IoU per class, mIoU, accuracies and FWIoU from a pooled confusion matrix",
     )

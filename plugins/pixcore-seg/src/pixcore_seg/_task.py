@@ -3,41 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
 import pixcore
 from pixcore.targets import DEFAULT_IGNORE_INDEX, ClassMask
 from pixcore_seg._palette import colorize
 
-__all__ = ["SegmentationParams", "SegmentationTask"]
-
-
-class SegmentationParams(BaseModel):
-    """Parameters of the ``segmentation`` task."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    num_classes: int = Field(
-        gt=0, description="Number of classes; the head outputs one logit per class."
-    )
-    ignore_index: int = Field(
-        default=DEFAULT_IGNORE_INDEX,
-        description="Target value of unlabelled pixels (never scored).",
-    )
-    target_key: str = Field(default="semseg", description="Sample key of the class mask.")
-    valid_key: str | None = Field(
-        default=None,
-        description=(
-            "Optional boolean sample key of pixels to score. None (the default): every "
-            "labelled pixel counts. A class is defined where depth is not (windows), so the "
-            "depth validity mask is not used unless asked for."
-        ),
-    )
+__all__ = ["SegmentationTask"]
 
 
 class SegmentationTask(pixcore.Task):
@@ -54,6 +31,14 @@ class SegmentationTask(pixcore.Task):
     * ``context()`` offers ``num_classes`` (which checks the length of per-class lists
       such as ``class_weights`` and ``alpha``, and sizes the confusion matrix of ``miou``)
       and ``ignore_index`` to heads, losses and metrics that declare them.
+
+    Args:
+        num_classes: Number of classes; the head outputs one logit per class.
+        ignore_index: Target value of unlabelled pixels (never scored).
+        target_key: Sample key of the class mask.
+        valid_key: Optional boolean sample key of pixels to score. None (the default):
+            every labelled pixel counts. A class is defined where depth is not (windows),
+            so the depth validity mask is not used unless asked for.
     """
 
     target_kind = ClassMask
@@ -63,18 +48,14 @@ class SegmentationTask(pixcore.Task):
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: Annotated[int, Field(gt=0)],
         ignore_index: int = DEFAULT_IGNORE_INDEX,
         target_key: str = "semseg",
         valid_key: str | None = None,
     ) -> None:
-        params = SegmentationParams(
-            num_classes=num_classes, ignore_index=ignore_index, target_key=target_key,
-            valid_key=valid_key,
-        )
-        super().__init__(params.target_key, params.valid_key)
-        self.num_classes = params.num_classes
-        self.ignore_index = params.ignore_index
+        super().__init__(target_key, valid_key)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
 
     @property
     def out_channels(self) -> int:

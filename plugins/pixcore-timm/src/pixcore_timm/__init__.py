@@ -5,7 +5,6 @@ Registers the lazily resolved namespace ``timm/`` (``timm/resnet18``,
 """
 
 from pixcore_timm._backbone import TimmBackbone as TimmBackbone
-from pixcore_timm._backbone import TimmBackboneParams as TimmBackboneParams
 from pixcore_timm._namespace import timm_namespace as timm_namespace
 
-__all__ = ["TimmBackbone", "TimmBackboneParams", "timm_namespace"]
+__all__ = ["TimmBackbone", "timm_namespace"]
