@@ -159,7 +159,7 @@ def test_unknown_backbone(manager: pixcore.PluginManager) -> None:
 def test_unknown_task_suggests_and_hints(manager: pixcore.PluginManager) -> None:
     with pytest.raises(pixcore.UnknownComponentError, match="Did you mean 'test_height'"):
         pixcore.build_model("test_tiny", ["test_hieght"], manager=manager)
-    with pytest.raises(pixcore.UnknownComponentError, match="pip install pixcore-depth"):
+    with pytest.raises(pixcore.UnknownComponentError, match="If a plugin provides .depth.*`pixcore plugins`"):
         pixcore.build_model("test_tiny", ["depth"], manager=manager)
 
 
@@ -193,6 +193,24 @@ def test_structural_errors_name_the_path(manager: pixcore.PluginManager) -> None
         pixcore.build_model("test_tiny", {"h": {"task": "test_height", "wieght": 2}}, manager=manager)
     with pytest.raises(pixcore.ConfigError, match="tasks"):
         pixcore.build_model("test_tiny", [], manager=manager)
+
+
+def test_build_tasks_gives_the_models_tasks_without_the_model(manager: pixcore.PluginManager) -> None:
+    from pixcore._model import build_tasks
+
+    config = {"backbone": "test_tiny",
+              "tasks": {"up": {"task": "test_height", "params": {"target_key": "z"}},
+                        "cls": {"task": "test_classes", "params": {"num_classes": 5}}}}
+    tasks = build_tasks(config, manager=manager)
+    model = pixcore.build_model_from_config(config, manager=manager)
+    assert list(tasks) == list(model.tasks) == ["up", "cls"]
+    for name, task in tasks.items():
+        assert type(task) is type(model.tasks[name])
+        assert (task.target_key, task.valid_key) == (model.tasks[name].target_key, model.tasks[name].valid_key)
+    assert tasks["up"].target_key == "z"
+    config["tasks"]["up"]["params"] = {"target_kye": "z"}
+    with pytest.raises(pixcore.ConfigError, match=r"model\.tasks\.up\.params\.target_kye"):
+        build_tasks(config, manager=manager)
 
 
 def test_non_backbone_factory_is_refused(manager: pixcore.PluginManager) -> None:

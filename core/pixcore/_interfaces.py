@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from pixcore._errors import PixcoreError
 from pixcore._targets import TargetKind
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Sample",
     "Task",
     "TaskWeighting",
+    "feature_level_groups",
 ]
 
 #: A sample: named, typed tensors (see :mod:`pixcore.targets`). Batches use the same keys.
@@ -70,6 +72,73 @@ class Backbone(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, x: Tensor) -> list[Tensor]:
         """Return one feature map per entry of ``feature_info``, in the same order."""
+
+    def layer_groups(self) -> list[list[str]]:
+        """The parameter names grouped into layers, shallow (stem) to deep.
+
+        Layer-wise learning-rate decay (``trainer.layer_decay``) trains group ``i`` of
+        ``K`` at ``layer_decay ** (K - i)`` times the heads' rate. Names are those of
+        ``self.named_parameters()``; every trainable parameter must be in exactly one
+        group, frozen ones may be left out, and groups without a trainable parameter are
+        dropped. Default: by feature level (:func:`feature_level_groups`). Override it for
+        finer groups, one per block (``timm/*`` backbones use timm's ``group_matcher``),
+        and fall back on ``super().layer_groups()``.
+        """
+        return feature_level_groups(self)
+
+
+def feature_level_groups(backbone: nn.Module) -> list[list[str]]:
+    """Trainable parameter names grouped by the first (finest) feature level that uses them.
+
+    Found with one forward pass of a small zero image in eval mode and one
+    ``autograd.grad`` per level (structure only: values do not matter, nothing random is
+    drawn, and the module's mode is restored). Parameters that no level depends on join
+    the last level. Levels without a parameter are left out.
+    """
+    params = [(n, p) for n, p in backbone.named_parameters() if p.requires_grad]
+    if not params:
+        return []
+    levels = _first_levels(backbone, params)
+    groups: dict[int, list[str]] = {}
+    for name, _ in params:
+        groups.setdefault(levels[name], []).append(name)
+    return [groups[level] for level in sorted(groups)]
+
+
+def _first_levels(backbone: nn.Module, params: list[tuple[str, nn.Parameter]]) -> dict[str, int]:
+    """Parameter name -> index of the first feature map that depends on it."""
+    what = type(backbone).__name__
+    feature_info = getattr(backbone, "feature_info", None)
+    if not feature_info:
+        raise PixcoreError(
+            f"trainer.layer_decay cannot group the parameters of {what}: it has no feature_info "
+            "to group them by feature level. Give it a layer_groups() method (see "
+            "pixcore.Backbone.layer_groups), or remove trainer.layer_decay."
+        )
+    stride = max(int(level.stride) for level in feature_info)
+    size = max(32, 2 * stride)
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.enable_grad():
+            features = backbone(torch.zeros(1, 3, size, size, device=params[0][1].device))
+            tensors = [p for _, p in params]
+            levels = {name: len(features) - 1 for name, _ in params}
+            for level in reversed(range(len(features))):
+                grads = torch.autograd.grad(features[level].sum(), tensors, allow_unused=True,
+                                            retain_graph=level > 0)
+                for (name, _), grad in zip(params, grads, strict=True):
+                    if grad is not None:
+                        levels[name] = level
+    except Exception as error:
+        raise PixcoreError(
+            f"trainer.layer_decay: grouping the parameters of {what} by feature level needs a "
+            f"forward pass of a {size}x{size} image, which failed ({type(error).__name__}: "
+            f"{error}). Give {what} a layer_groups() method, or remove trainer.layer_decay."
+        ) from error
+    finally:
+        backbone.train(was_training)
+    return levels
 
 
 class Head(nn.Module, abc.ABC):

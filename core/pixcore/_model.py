@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pixcore._config import ComponentConfig, ModelConfig, validate_config
+from pixcore._config import ComponentConfig, ModelConfig, TaskConfig, validate_config
 from pixcore._errors import ConfigError
 from pixcore._interfaces import Backbone, Head, Loss, Metric, Task, TaskWeighting
 from pixcore._plugins import PluginManager, get_plugin_manager
 from pixcore._weighting import FixedWeighting
 
-__all__ = ["MultiTaskModel", "TaskBinding", "build_model", "build_model_from_config"]
+__all__ = ["MultiTaskModel", "TaskBinding", "build_model", "build_model_from_config", "build_tasks"]
 
 
 @dataclass
@@ -127,6 +127,31 @@ def _task_name(key: str, config: Any) -> str:
     return config.task or key
 
 
+def _create_task(manager: PluginManager, key: str, config: TaskConfig, path: str) -> Task:
+    where = f"{path}.tasks.{key}"
+    task: Task = manager.registry("tasks").create(
+        _task_name(key, config), config.params, path=f"{where}.params"
+    )
+    return task
+
+
+def build_tasks(
+    config: ModelConfig | Mapping[str, Any], *, manager: PluginManager | None = None,
+    path: str = "model",
+) -> dict[str, Task]:
+    """The tasks of a model config (output name -> task), without building the model.
+
+    Created exactly as :func:`build_model_from_config` creates them, so that what the
+    tasks read (``target_key``, ``valid_key``) can be checked against the data sets
+    before any weight is allocated.
+    """
+    model = config
+    if not isinstance(model, ModelConfig):
+        model = validate_config(ModelConfig, model, source=path)
+    manager = manager or get_plugin_manager()
+    return {key: _create_task(manager, key, task, path) for key, task in model.tasks.items()}
+
+
 def build_model_from_config(
     config: ModelConfig | Mapping[str, Any], *, manager: PluginManager | None = None,
     path: str = "model",
@@ -152,8 +177,7 @@ def build_model_from_config(
     bindings: dict[str, TaskBinding] = {}
     for key, task_config in config.tasks.items():
         where = f"{path}.tasks.{key}"
-        task_name = _task_name(key, task_config)
-        task: Task = manager.registry("tasks").create(task_name, task_config.params, path=f"{where}.params")
+        task = _create_task(manager, key, task_config, path)
         context = task.context()
         head_config = task_config.head or ComponentConfig(name=type(task).default_head)
         heads[key] = manager.registry("heads").create(

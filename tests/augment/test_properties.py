@@ -125,7 +125,7 @@ def test_check_target_kind_with_a_vector_relation() -> None:
     def flip(x: Tensor, g: a.Geometry) -> Tensor:
         assert isinstance(g, a.Flip)
         out = x.flip(g.dim).clone()
-        out[0 if g.axis == "horizontal" else 1] *= -1
+        out[..., 0 if g.axis == "horizontal" else 1, :, :] *= -1
         return out
 
     rules = {

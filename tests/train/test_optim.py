@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ast
 import math
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import train_toy
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 import pixcore
@@ -125,6 +128,96 @@ def test_layer_decay_uses_timm_block_groups() -> None:
     stem = max(v for n, v in rates.items() if n.startswith("model.stem"))
     last = min(v for n, v in rates.items() if n.startswith("model.stages_3.blocks.1."))
     assert stem < last <= lr * decay
+
+
+CORE = Path(pixcore.__file__).resolve().parent
+PLUGIN_MODULES = ("timm", "pixcore_timm", "pixcore_seg", "pixcore_depth", "pixcore_normals")
+
+
+def _imported_modules(path: Path) -> Iterator[str]:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+
+
+def test_the_core_imports_no_plugin() -> None:
+    # Backbone-specific knowledge (timm's group_matcher, its renamed feature extractors)
+    # lives in the backbone's plugin, behind Backbone.layer_groups().
+    found = [
+        f"{path.relative_to(CORE.parent)}: {module}"
+        for path in sorted(CORE.rglob("*.py"))
+        for module in _imported_modules(path)
+        if module.split(".")[0] in PLUGIN_MODULES
+    ]
+    assert len(list(CORE.rglob("*.py"))) > 50, "the core's sources were not found"
+    assert not found, found
+
+
+class _Blocks(pixcore.Backbone):
+    """Three blocks at one stride: by feature level they would be one layer."""
+
+    def __init__(self, groups: list[list[str]] | None = None) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.block1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.block2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.feature_info = [pixcore.FeatureLevel(4, 1)]
+        self.groups = groups
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        return [self.block2(self.block1(self.stem(x)))]
+
+    def layer_groups(self) -> list[list[str]]:
+        if self.groups is not None:
+            return self.groups
+        return [["stem.weight", "stem.bias"], ["block1.weight", "block1.bias"],
+                ["block2.weight", "block2.bias"]]
+
+
+class _WithBlocks(nn.Module):
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Conv2d(4, 1, 1)
+
+
+def test_a_backbones_own_layer_groups_are_honoured() -> None:
+    model = _WithBlocks(_Blocks())
+    model.backbone.block1.bias.requires_grad_(False)  # frozen: left out, its group kept
+    decay, mult, lr = 0.5, 0.2, 0.01
+    found = _lr_of(build_optimizer(model, TrainerConfig(lr=lr, layer_decay=decay, backbone_lr_mult=mult)))
+    expected = {"stem": lr * mult * decay**3, "block1": lr * mult * decay**2, "block2": lr * mult * decay}
+    for name, p in model.backbone.named_parameters():
+        if p.requires_grad:
+            assert found[id(p)][0] == pytest.approx(expected[name.split(".")[0]]), name
+    assert id(model.backbone.block1.bias) not in found
+    assert found[id(model.head.weight)][0] == pytest.approx(lr)
+
+
+def test_the_default_layer_groups_are_by_feature_level() -> None:
+    backbone = train_toy.ToyBackbone()
+    groups = backbone.layer_groups()
+    assert [sorted({n.split(".")[0] for n in group}) for group in groups] == [["a"], ["b"]]
+    assert sorted(n for group in groups for n in group) == sorted(n for n, _ in backbone.named_parameters())
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        ([["stem.weight", "stem.bias"], ["block1.weight", "block1.bias"]], r"block2\.weight, block2\.bias are in no group"),
+        ([["stem.weight", "stem.bias", "block1.weight"], ["block1.weight", "block1.bias", "block2.weight", "block2.bias"]],
+         r"block1\.weight are in several groups"),
+        ([["stem.weight", "stem.bias", "stem.scale"], ["block1.weight", "block1.bias", "block2.weight", "block2.bias"]],
+         r"names what is not a parameter: stem\.scale"),
+        (["stem.weight"], r"must return a list of lists of parameter names"),
+    ],
+)
+def test_layer_groups_that_break_the_contract_are_refused(groups: Any, message: str) -> None:
+    model = _WithBlocks(_Blocks(groups))
+    with pytest.raises(pixcore.PixcoreError, match=rf"_Blocks\.layer_groups\(\).*{message}"):
+        build_optimizer(model, TrainerConfig(layer_decay=0.5))
 
 
 def test_sgd_with_nesterov_momentum() -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -45,6 +46,8 @@ from pixcore._targets import (
     UnitVectorField,
     ValidityMask,
 )
+from pixcore.augment._geometry import Crop, Flip, Geometry, Warp
+from pixcore.augment._rules import rule_for
 from pixcore.testing._contract import ContractError, require
 
 __all__ = [
@@ -800,11 +803,188 @@ def _nearest_relation(before: Tensor, after: Tensor, source: Tensor) -> None:
     )
 
 
+# --------------------------------------------------------------------------------------
+# Fill values and batched use of a kind's rules
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _KindFill:
+    """What the filled (padded) pixels of a kind must hold.
+
+    ``of(geometry)`` gives the value; ``constant`` is it when no geometry parameter
+    matters (None for class masks and images); ``why`` ends the error message.
+    """
+
+    of: Callable[[Geometry], float]
+    constant: float | None
+    why: str
+
+
+def _kind_fill(kind: type[TargetKind], fill: float | None) -> _KindFill:
+    """The fill rule of ``kind``: fixed for the built-in families, ``fill`` (or 0) otherwise."""
+    mask_fill = "the geometry's mask_fill (the ignore index)"
+    families: tuple[tuple[type[TargetKind], str, _KindFill], ...] = (
+        (ClassMask, mask_fill, _KindFill(
+            lambda g: float(g.mask_fill), None,
+            f"{mask_fill}, never a real class id, which would be learnt as the padding's "
+            "class: fill with g.mask_fill (g.crop(x, g.mask_fill), g.nearest(x, g.mask_fill))",
+        )),
+        (ValidityMask, "False", _KindFill(lambda g: 0.0, 0.0, "False: filled pixels are invalid")),
+        (Image, "g.fill",
+         _KindFill(lambda g: float(g.fill), None, "the geometry's image fill g.fill")),
+    )
+    for base, short, rule in families:
+        if issubclass(kind, base):
+            if fill is not None:
+                raise ValueError(
+                    f"check_target_kind: {kind.__name__} is a {base.__name__}, whose padded pixels "
+                    f"must hold {short}; drop fill={fill!r}"
+                )
+            return rule
+    value = 0.0 if fill is None else float(fill)
+    return _KindFill(
+        lambda g: value, value,
+        f"{value:g}, the kind's fill (pass check_target_kind(..., fill=...) if it declares "
+        "another), while the sample's ValidityMask marks them invalid: fill with it, e.g. "
+        f"g.crop(x, {value:g}), g.nearest(x, {value:g})",
+    )
+
+
+def _filling_geometries(size: tuple[int, int]) -> list[Geometry]:
+    """Geometries that pad: a crop past two edges, a shifting resize, a rotation."""
+    h, w = size
+    geometries: list[Geometry] = []
+    for fill, mask_fill in ((0.0, 255), (17.0, 7)):
+        geometries += [
+            Crop(size, top=-2, left=1, height=h, width=w + 3, fill=fill, mask_fill=mask_fill),
+            Warp(size, size=(h + 2, w + 3), matrix=(1.0, 0.0, -1.0, 0.0, 1.0, -1.0),
+                 fill=fill, mask_fill=mask_fill),
+            Warp.rotation(size, 30.0, fill=fill, mask_fill=mask_fill),
+        ]
+    return geometries
+
+
+def _filled_pixels(geometry: Geometry) -> Tensor:
+    """Boolean ``[H', W']``: the output pixels that ``geometry`` fills."""
+    if isinstance(geometry, Crop):
+        return ~geometry.crop(torch.ones(geometry.in_size, dtype=torch.bool), False)
+    outside = geometry.outside() if isinstance(geometry, Warp) else None
+    return outside if outside is not None else torch.zeros(geometry.out_size, dtype=torch.bool)
+
+
+def _fits(value: float, dtype: torch.dtype) -> bool:
+    if dtype.is_floating_point or dtype == torch.bool:
+        return True
+    info = torch.iinfo(dtype)
+    return info.min <= value <= info.max
+
+
+def _require_fill(
+    kind: type[TargetKind], where: str, after: Tensor, filled: Tensor, expected: float, why: str
+) -> None:
+    got = after[..., filled]
+    if got.numel() == 0:
+        return
+    want = torch.full_like(got, expected)
+    if bool(torch.equal(got, want)):
+        return
+    held = sorted(set(got.unique().tolist()))
+    shown = ", ".join(f"{v:g}" for v in held[:6]) + (" ..." if len(held) > 6 else "")
+    raise ContractError(
+        f"{where}: padded pixels of {kind.__name__} hold {shown}, but they must hold {why}"
+    )
+
+
+def _check_fills(kind: type[TargetKind], make: KindMaker, fill: _KindFill) -> None:
+    """Every padding rule of ``kind`` fills with the kind's fill value (direct probes)."""
+    size = (5, 7)
+    value = _plain(make(*size, torch.Generator().manual_seed(0)))
+    for geometry in _filling_geometries(size):
+        rule = rule_for(geometry.op, kind)
+        expected = fill.of(geometry)
+        if rule is None or not _fits(expected, value.dtype):
+            continue
+        after = rule(value.clone(), geometry)
+        where = f"the {geometry.op!r} rule on {geometry!r}"
+        require(
+            tuple(after.shape[-2:]) == geometry.out_size,
+            f"{where}: {kind.__name__} came out {tuple(after.shape)}, expected [..., "
+            f"{geometry.out_size[0]}, {geometry.out_size[1]}]",
+        )
+        _require_fill(kind, where, after, _filled_pixels(geometry), expected, fill.why)
+
+
+def _batch_of(values: Sequence[Tensor]) -> Tensor:
+    """Per-sample values as a batch the way predictions come: ``[B, C, H, W]``.
+
+    A ``[H, W]`` kind (a class mask) is batched as ``[2, 2, H, W]``: test-time
+    augmentation applies a class mask's rule to logits, one channel per class.
+    """
+    if values[0].ndim == 2:
+        return torch.stack(list(values[:4])).view(2, 2, *values[0].shape)
+    return torch.stack(list(values[:2]))
+
+
+def _batched_flip_error(
+    kind: type[TargetKind], axis: str, shape: tuple[int, ...], gives: str
+) -> str:
+    return (
+        f"the 'flip' rule of {kind.__name__} ({axis}) gives on a batch {shape} {gives} than on "
+        "each of its samples. Test-time augmentation (pixcore.infer.Predictor(hflip=True)) "
+        "applies it to batched predictions [B, C, H, W]: index dimensions from the end, "
+        "x.flip(g.dim) (g.dim is -1 or -2) and x[..., c, :, :] for channel c, never x.flip(1) "
+        "or x[0]"
+    )
+
+
+def _check_batched_flip(kind: type[TargetKind], make: KindMaker) -> None:
+    """The flip rule gives on a batch what it gives on each sample (TTA flips batches)."""
+    rule = rule_for("flip", kind)
+    if rule is None or not kind.spatial:
+        return
+    size = (5, 7)
+    values = [_plain(make(*size, torch.Generator().manual_seed(i))) for i in range(4)]
+    batch = _batch_of(values)
+    for axis in ("horizontal", "vertical"):
+        geometry = Flip(size, axis=axis)
+        expected = _batch_of([rule(v.clone(), geometry) for v in values])
+        try:
+            got = rule(batch.clone(), geometry)
+        except Exception as error:  # noqa: BLE001 - any failure on a batch breaks TTA
+            gives = f"an error ({type(error).__name__}: {error}) rather"
+            message = _batched_flip_error(kind, axis, tuple(batch.shape), gives)
+            raise ContractError(message) from error
+        same = got.shape == expected.shape and (
+            bool(torch.allclose(got, expected, rtol=1e-6, atol=1e-6, equal_nan=True))
+            if got.is_floating_point() else bool(torch.equal(got, expected))
+        )
+        require(same, _batched_flip_error(kind, axis, tuple(batch.shape), "another result"))
+
+
+def _check_filled_after(
+    kind: type[TargetKind], name: str, after: Tensor, codes: Tensor, fill: _KindFill
+) -> None:
+    """After a transform: filled pixels (the tracker says which) hold the kind's fill."""
+    filled = codes < _OFFSET
+    if not bool(filled.any()):
+        return
+    if issubclass(kind, ClassMask):  # the tracker, a class mask, holds the transform's mask_fill
+        expected = float(codes[filled][0])
+    elif fill.constant is not None:
+        expected = fill.constant
+    else:
+        return  # an image's fill is the transform's own parameter: probed directly
+    flat = after.reshape(*after.shape[:-2], -1)
+    _require_fill(kind, name, flat, filled, expected, fill.why)
+
+
 def check_target_kind(
     kind: type[TargetKind],
     make: KindMaker,
     *,
     relation: Relation | None = None,
+    fill: float | None = None,
     transforms: Any = None,
     max_examples: int | None = None,
     max_side: int = 16,
@@ -812,11 +992,24 @@ def check_target_kind(
 ) -> None:
     """Check that every built-in transform handles a (third-party) target kind.
 
-    Each example builds a sample with an image, a validity mask and ``make(height,
+    First, directly on the kind's registered rules:
+
+    * fill values: the ``crop`` and ``warp`` rules, on geometries that pad, must give the
+      padded pixels the kind's fill: a class mask (a :class:`~pixcore.targets.ClassMask`
+      subclass) the geometry's ``mask_fill`` (the ignore index; a real class id there
+      would be learnt), a validity mask False, an image ``g.fill``, and any other kind
+      ``fill`` (default 0: the sample's validity mask marks those pixels invalid);
+    * batched use: the ``flip`` rule applied to a batch ``[B, C, H, W]`` (``[B, K, H, W]``
+      for a ``[H, W]`` kind) must give what it gives on each sample, as test-time
+      augmentation applies it to batched predictions: a rule must index dimensions from
+      the end (``x.flip(g.dim)``; ``g.dim`` is negative).
+
+    Then each example builds a sample with an image, a validity mask and ``make(height,
     width, generator)`` (a value of ``kind``), applies a random built-in transform
     (``transforms``: a hypothesis strategy, default :func:`builtin_transforms`), and
     checks that the value is not refused, keeps its kind and follows the image size,
-    that photometric transforms leave it bit-identical, and that ``relation(before,
+    that photometric transforms leave it bit-identical, that filled pixels hold the
+    fill (for class masks: the transform's ``mask_fill``), and that ``relation(before,
     after, source)`` holds, where ``source[i]`` is the flat input index of output pixel
     ``i`` (-1 where filled). The default relation says that every output pixel holds
     its source pixel's values (right for label-like kinds; give your own for vector
@@ -824,10 +1017,15 @@ def check_target_kind(
 
     Raises:
         ContractError: A transform refused the kind or broke a property.
+        ValueError: ``fill`` is given for a class mask, validity mask or image kind,
+            whose fills are fixed.
     """
     st = _hypothesis().strategies
     relation = relation or _nearest_relation
     transforms = transforms if transforms is not None else builtin_transforms()
+    kind_fill = _kind_fill(kind, fill)
+    _check_fills(kind, make, kind_fill)
+    _check_batched_flip(kind, make)
 
     def run(shape: tuple[int, int], seed: int, transform: Augmentation) -> None:
         h, w = shape
@@ -856,6 +1054,8 @@ def check_target_kind(
             require(_same(after, value), f"{name} (photometric) changed {kind.__name__}")
             return
         codes = _plain(out[_TRACK]).reshape(-1)
+        if kind.spatial:
+            _check_filled_after(kind, name, _plain(after), codes, kind_fill)
         source = torch.where(codes >= _OFFSET, codes - _OFFSET, torch.full_like(codes, -1))
         try:
             relation(_plain(value), _plain(after), source)

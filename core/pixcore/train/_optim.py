@@ -9,9 +9,11 @@ Every trainable parameter gets a learning-rate scale and a weight decay:
 * with ``layer_decay`` the backbone is split into layer groups ``0 .. K-1`` (stem first),
   the heads being layer ``K``; layer ``i`` trains at ``layer_decay ** (K - i)`` times the
   heads' rate (layer-wise learning-rate decay, BEiT, Bao et al. 2022; ELECTRA, Clark et
-  al. 2020). The groups of a timm backbone come from timm's own ``group_matcher`` (as
-  ``timm.optim.param_groups_layer_decay`` uses them); any other backbone is grouped by
-  feature level: a parameter belongs to the first (finest) feature map that depends on it.
+  al. 2020). The groups are the backbone's own :meth:`pixcore.Backbone.layer_groups`
+  (``timm/*`` backbones: timm's ``group_matcher``, as
+  ``timm.optim.param_groups_layer_decay`` uses it); by default, and for a backbone
+  module that is not a :class:`pixcore.Backbone`, a parameter belongs to the first
+  (finest) feature map that depends on it.
 
 Parameters with the same (scale, decay) share one optimiser group, ordered by scale, then
 decayed before not decayed; each group records its ``lr_scale``.
@@ -20,7 +22,8 @@ decayed before not decayed; each group records its ``lr_scale``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -28,6 +31,7 @@ from torch import nn
 
 from pixcore._config import TrainerConfig
 from pixcore._errors import PixcoreError
+from pixcore._interfaces import feature_level_groups
 
 __all__ = ["backbone_layers", "build_optimizer", "build_scheduler", "lr_factor", "parameter_groups"]
 
@@ -38,122 +42,70 @@ __all__ = ["backbone_layers", "build_optimizer", "build_scheduler", "lr_factor",
 def backbone_layers(backbone: nn.Module) -> tuple[dict[str, int], int]:
     """Layer index (0 = stem) of every trainable backbone parameter, and the number of layers.
 
-    Names are those of ``backbone.named_parameters()``. A backbone that holds a timm
-    model as ``backbone.model`` and names it in ``backbone.model_name`` (as ``timm/*``
-    backbones do) is grouped with timm's ``group_matcher(coarse=False)``: one layer per
-    block. Any other backbone is grouped by the feature level at which a parameter first
-    matters (see :func:`_feature_level_layers`).
+    Names are those of ``backbone.named_parameters()``. The layers are the backbone's
+    ``layer_groups()`` (see :meth:`pixcore.Backbone.layer_groups`), less the groups
+    without a trainable parameter; a module without that method is grouped by feature
+    level (:func:`pixcore._interfaces.feature_level_groups`).
     """
-    layers = _timm_layers(backbone)
-    if layers is None:
-        layers = _feature_level_layers(backbone)
-    # Renumber to 0 .. K-1 in depth order.
-    order = {old: new for new, old in enumerate(sorted(set(layers.values())))}
-    return {name: order[layer] for name, layer in layers.items()}, len(order)
+    groups = _layer_groups(backbone)
+    trainable = [name for name, _ in _trainable(backbone)]
+    _check_layer_groups(backbone, groups, trainable)
+    wanted = set(trainable)
+    kept = [[name for name in group if name in wanted] for group in groups]
+    kept = [group for group in kept if group]
+    return {name: layer for layer, group in enumerate(kept) for name in group}, len(kept)
 
 
 def _trainable(module: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
     return ((n, p) for n, p in module.named_parameters() if p.requires_grad)
 
 
-def _timm_layers(backbone: nn.Module) -> dict[str, int] | None:
-    inner, model_name = getattr(backbone, "model", None), getattr(backbone, "model_name", None)
-    if not isinstance(inner, nn.Module) or not isinstance(model_name, str):
-        return None
-    try:
-        import timm
-        from timm.models import group_parameters
-    except ImportError:
-        return None
-    try:
-        # The full classifier, on the meta device (no memory, no initialisation): only its
-        # parameter names and group_matcher are needed.
-        with torch.device("meta"):
-            full = timm.create_model(model_name, pretrained=False)
-        if not hasattr(full, "group_matcher"):
-            return None
-        by_name: dict[str, int] = group_parameters(full, full.group_matcher(coarse=False), reverse=True)
-    except Exception:  # an unknown name, a model that cannot be built on meta: fall back
-        return None
-    child = next((n for n, m in backbone.named_children() if m is inner), None)
-    if child is None:
-        return None
-    prefix = child + "."
-    own = [name for name, _ in _trainable(inner)]
-    for translate in _timm_name_translations(full):
-        mapped = {name: translate(name) for name in own}
-        if all(original in by_name for original in mapped.values()):
-            return {prefix + name: by_name[original] for name, original in mapped.items()}
-    return None
-
-
-def _timm_name_translations(full: nn.Module) -> list[Callable[[str], str]]:
-    """Ways timm's feature extractors rename the parameters of the model they wrap.
-
-    ``FeatureListNet`` flattens first-level ``nn.Sequential`` children (``stem.0`` becomes
-    ``stem_0``); ``FeatureGetterNet`` keeps the model under ``model.``; models with their
-    own feature class keep the names.
-    """
-    flattened: dict[str, str] = {}
-    for name, child in full.named_children():
-        if isinstance(child, nn.Sequential):
-            for sub, _ in child.named_children():
-                flattened[f"{name}_{sub}"] = f"{name}.{sub}"
-
-    def unflatten(name: str) -> str:
-        head, dot, rest = name.partition(".")
-        return flattened.get(head, head) + dot + rest
-
-    def unwrap(name: str) -> str:
-        return name[len("model."):] if name.startswith("model.") else name
-
-    def same(name: str) -> str:
-        return name
-
-    return [same, unflatten, unwrap]
-
-
-def _feature_level_layers(backbone: nn.Module) -> dict[str, int]:
-    """A parameter's layer is the first feature level (finest first) whose map depends on it.
-
-    Found with one forward pass of a small zero image in eval mode and one
-    ``autograd.grad`` per level (structure only: values do not matter, and nothing random
-    is drawn). Parameters that no level depends on join the last level.
-    """
-    feature_info = getattr(backbone, "feature_info", None)
-    params = list(_trainable(backbone))
-    if not params:
-        return {}
-    if not feature_info:
+def _layer_groups(backbone: nn.Module) -> list[list[str]]:
+    method = getattr(backbone, "layer_groups", None)
+    if not callable(method):
+        return feature_level_groups(backbone)
+    groups = method()
+    if not isinstance(groups, (list, tuple)) or not all(_is_group(group) for group in groups):
+        shown = repr(groups)
         raise PixcoreError(
-            f"trainer.layer_decay cannot group the parameters of {type(backbone).__name__}: it is not "
-            "a timm backbone and has no feature_info. Remove trainer.layer_decay."
+            f"trainer.layer_decay: {type(backbone).__name__}.layer_groups() must return a list of "
+            "lists of parameter names, shallow to deep (e.g. [['stem.weight'], ['block1.weight', "
+            f"'block1.bias']]), got {shown[:80] + ('...' if len(shown) > 80 else '')}"
         )
-    stride = max(int(level.stride) for level in feature_info)
-    device = params[0][1].device
-    size = max(32, 2 * stride)
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        with torch.enable_grad():
-            features = backbone(torch.zeros(1, 3, size, size, device=device))
-            tensors = [p for _, p in params]
-            levels = {name: len(features) - 1 for name, _ in params}
-            for level in reversed(range(len(features))):
-                grads = torch.autograd.grad(features[level].sum(), tensors, allow_unused=True,
-                                            retain_graph=level > 0)
-                for (name, _), grad in zip(params, grads, strict=True):
-                    if grad is not None:
-                        levels[name] = level
-    except Exception as error:
+    return [list(group) for group in groups]
+
+
+def _is_group(group: object) -> bool:
+    return isinstance(group, (list, tuple)) and all(isinstance(name, str) for name in group)
+
+
+def _check_layer_groups(backbone: nn.Module, groups: list[list[str]], trainable: list[str]) -> None:
+    """Every trainable parameter in exactly one group; no name that is not a parameter."""
+    listed = [name for group in groups for name in group]
+    in_a_group = set(listed)
+    known = {name for name, _ in backbone.named_parameters()}
+    problems = []
+    unknown = sorted(in_a_group - known)
+    if unknown:
+        problems.append(f"it names what is not a parameter: {_some(unknown)}")
+    twice = sorted(name for name, count in Counter(listed).items() if count > 1)
+    if twice:
+        problems.append(f"{_some(twice)} are in several groups")
+    missing = [name for name in trainable if name not in in_a_group]
+    if missing:
+        problems.append(f"{_some(missing)} are in no group")
+    if problems:
+        what = f"{type(backbone).__name__}.layer_groups()"
         raise PixcoreError(
-            f"trainer.layer_decay: grouping the parameters of {type(backbone).__name__} by feature "
-            f"level needs a forward pass of a {size}x{size} image, which failed ({type(error).__name__}: "
-            f"{error}). Remove trainer.layer_decay for this backbone."
-        ) from error
-    finally:
-        backbone.train(was_training)
-    return levels
+            f"trainer.layer_decay: {what} must put every trainable parameter (by its "
+            f"named_parameters() name) in exactly one group, but {'; '.join(problems)}. Fix "
+            f"{what}, or remove trainer.layer_decay."
+        )
+
+
+def _some(names: list[str]) -> str:
+    shown = ", ".join(names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 # -- parameter groups ---------------------------------------------------------------------

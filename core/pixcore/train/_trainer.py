@@ -801,10 +801,20 @@ def make_loaders(
     ``data.batch_size`` is per process: under torchrun with N processes the global batch
     is N times larger, and the N batches of a step hold exactly the samples that one
     process with an N times larger batch would see (see ``training_sampler``).
+
+    Each data set's declared ``target_kinds`` must hold every task's ``target_key`` and
+    ``valid_key`` with the right kind (:func:`pixcore.data._keys.check_data_keys`): a
+    mismatch is a :class:`pixcore.ConfigError` now, not a ``KeyError`` at the first step.
+    A data set without ``target_kinds`` is not checked.
     """
+    from pixcore._model import build_tasks
+    from pixcore.data._keys import check_data_keys
+
     manager = manager or get_plugin_manager()
     data = config.data
+    tasks = build_tasks(config.model, manager=manager)
     train_set = manager.registry("datasets").create(data.train.name, data.train.params, path="data.train.params")
+    check_data_keys(train_set, tasks, where="data.train")
     augmentations = [
         manager.registry("augmentations").create(a.name, a.params, path=f"data.augmentations.{i}.params")
         for i, a in enumerate(data.augmentations)
@@ -830,6 +840,7 @@ def make_loaders(
     val_loader: DataLoader[Sample] | None = None
     if data.val is not None:
         val_set = manager.registry("datasets").create(data.val.name, data.val.params, path="data.val.params")
+        check_data_keys(val_set, tasks, where="data.val")
         shard = ShardSampler(len(val_set), rank, world_size) if world_size > 1 else None
         val_loader = DataLoader(val_set, batch_size=data.val_batch_size or data.batch_size, sampler=shard, num_workers=workers,
                                 pin_memory=pin, collate_fn=collate)

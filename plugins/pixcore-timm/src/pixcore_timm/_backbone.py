@@ -5,52 +5,30 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import timm
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import torch
+from pydantic import BeforeValidator, Field
+from timm.models import group_parameters
 from torch import Tensor, nn
 
 import pixcore
 
-__all__ = ["DEFAULT_OUT_INDICES", "TimmBackbone", "TimmBackboneParams"]
+__all__ = ["DEFAULT_OUT_INDICES", "TimmBackbone"]
 
 #: The last four feature levels: strides 4, 8, 16 and 32 for CNNs.
 DEFAULT_OUT_INDICES = (-4, -3, -2, -1)
 
 
-class TimmBackboneParams(BaseModel):
-    """Parameters of every ``timm/<model>`` backbone."""
+def _path_to_str(value: object) -> object:
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
-    model_config = ConfigDict(extra="forbid")
 
-    pretrained: bool | str = Field(
-        default=False,
-        description=(
-            "False: random initialisation. A path: load weights from that local file "
-            "(.safetensors, or a torch checkpoint loaded with weights_only). True is refused: "
-            "pixcore never downloads."
-        ),
-    )
-    out_indices: tuple[int, ...] | None = Field(
-        default=None,
-        description="timm feature levels to return; None: the last four (strides 4..32 for CNNs).",
-    )
-    drop_path_rate: float = Field(default=0.0, ge=0.0, lt=1.0, description="Stochastic depth rate.")
-    in_chans: int = Field(default=3, ge=1, description="Input channels.")
-    freeze: bool = Field(
-        default=False,
-        description=(
-            "No gradients to the backbone, and it stays in eval mode (frozen norm statistics)."
-        ),
-    )
-
-    @field_validator("pretrained", mode="before")
-    @classmethod
-    def _path_to_str(cls, value: object) -> object:
-        return os.fspath(value) if isinstance(value, os.PathLike) else value
+#: ``pretrained``: False, or a local weights file (a path object is taken as its string).
+Pretrained = Annotated[bool | str, BeforeValidator(_path_to_str)]
 
 
 def _weights_file(model_name: str, pretrained: bool | str) -> Path | None:
@@ -151,46 +129,47 @@ class TimmBackbone(pixcore.Backbone):
     Args:
         model_name: A timm model name, optionally with a pretrained tag
             (``"resnet18"``, ``"convnext_atto.d2_in1k"``).
-        pretrained: False, or the path of a local weights file.
-        out_indices: timm feature levels; default: the last four.
-        drop_path_rate: Stochastic depth rate (only passed to timm when non-zero).
+        pretrained: False: random initialisation. A path: load weights from that local
+            file (.safetensors, or a torch checkpoint loaded with weights_only). True is
+            refused: pixcore never downloads.
+        out_indices: timm feature levels to return; None: the last four (strides 4..32 for
+            CNNs).
+        drop_path_rate: Stochastic depth rate in ``[0, 1)`` (only passed to timm when
+            non-zero).
         in_chans: Input channels.
-        freeze: Turn off gradients for every parameter and keep the model in eval mode.
+        freeze: No gradients to the backbone, and it stays in eval mode (frozen norm
+            statistics).
     """
 
     def __init__(
         self,
         model_name: str,
-        pretrained: bool | str = False,
+        pretrained: Pretrained = False,
         out_indices: tuple[int, ...] | None = None,
-        drop_path_rate: float = 0.0,
-        in_chans: int = 3,
+        drop_path_rate: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0,
+        in_chans: Annotated[int, Field(ge=1)] = 3,
         freeze: bool = False,
     ) -> None:
         super().__init__()
-        params = TimmBackboneParams(
-            pretrained=pretrained, out_indices=out_indices, drop_path_rate=drop_path_rate,
-            in_chans=in_chans, freeze=freeze,
-        )
         self.model_name = model_name
-        self.freeze = params.freeze
-        weights = _weights_file(model_name, params.pretrained)
-        indices = DEFAULT_OUT_INDICES if params.out_indices is None else tuple(params.out_indices)
+        self.freeze = freeze
+        weights = _weights_file(model_name, pretrained)
+        indices = DEFAULT_OUT_INDICES if out_indices is None else tuple(out_indices)
         kwargs: dict[str, Any] = {
             "features_only": True,
             "out_indices": indices,
-            "in_chans": params.in_chans,
+            "in_chans": in_chans,
             "pretrained": weights is not None,
         }
-        if params.drop_path_rate > 0:
-            kwargs["drop_path_rate"] = params.drop_path_rate
+        if drop_path_rate > 0:
+            kwargs["drop_path_rate"] = drop_path_rate
         if weights is not None:
             kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
         try:
             with _missing_keys() as missing:
                 self.model = timm.create_model(model_name, **kwargs)
         except (IndexError, AssertionError, ValueError) as error:
-            if params.out_indices is None:
+            if out_indices is None:
                 hint = (
                     f"by default the last four feature levels {DEFAULT_OUT_INDICES} are taken; "
                     "set `out_indices` for models with fewer levels"
@@ -240,5 +219,67 @@ class TimmBackbone(pixcore.Backbone):
     def forward(self, x: Tensor) -> list[Tensor]:
         return list(self.model(x))
 
+    def layer_groups(self) -> list[list[str]]:
+        """One group per block, shallow to deep: timm's ``group_matcher(coarse=False)``.
+
+        The grouping ``timm.optim.param_groups_layer_decay`` uses, read from the full
+        classifier (built on the meta device: no memory, no initialisation) and mapped
+        onto the feature extractor's parameter names. A model without a
+        ``group_matcher``, or whose names cannot be mapped, is grouped by feature level
+        (:meth:`pixcore.Backbone.layer_groups`).
+        """
+        groups = _timm_groups(self.model_name, self.model)
+        if groups is None:
+            return super().layer_groups()
+        return [[f"model.{name}" for name in group] for group in groups]
+
     def extra_repr(self) -> str:
         return f"model_name={self.model_name!r}, freeze={self.freeze}"
+
+
+def _timm_groups(model_name: str, extractor: nn.Module) -> list[list[str]] | None:
+    """The extractor's parameter names in timm's block groups, shallow to deep; None if unknown."""
+    try:
+        with torch.device("meta"):
+            full = timm.create_model(model_name, pretrained=False)
+        group_matcher = getattr(full, "group_matcher", None)
+        if group_matcher is None:
+            return None
+        by_name: dict[str, int] = group_parameters(full, group_matcher(coarse=False), reverse=True)
+    except Exception:  # an unknown name, a model that cannot be built on meta: fall back
+        return None
+    own = [name for name, _ in extractor.named_parameters()]
+    for translate in _name_translations(full):
+        mapped = {name: translate(name) for name in own}
+        if all(original in by_name for original in mapped.values()):
+            groups: dict[int, list[str]] = {}
+            for name, original in mapped.items():
+                groups.setdefault(by_name[original], []).append(name)
+            return [groups[index] for index in sorted(groups)]
+    return None
+
+
+def _name_translations(full: nn.Module) -> list[Callable[[str], str]]:
+    """Ways timm's feature extractors rename the parameters of the model they wrap.
+
+    ``FeatureListNet`` flattens first-level ``nn.Sequential`` children (``stem.0`` becomes
+    ``stem_0``); ``FeatureGetterNet`` keeps the model under ``model.``; models with their
+    own feature class keep the names.
+    """
+    flattened: dict[str, str] = {}
+    for name, child in full.named_children():
+        if isinstance(child, nn.Sequential):
+            for sub, _ in child.named_children():
+                flattened[f"{name}_{sub}"] = f"{name}.{sub}"
+
+    def unflatten(name: str) -> str:
+        head, dot, rest = name.partition(".")
+        return flattened.get(head, head) + dot + rest
+
+    def unwrap(name: str) -> str:
+        return name[len("model."):] if name.startswith("model.") else name
+
+    def same(name: str) -> str:
+        return name
+
+    return [same, unflatten, unwrap]

@@ -35,7 +35,7 @@ def resolve(name: str) -> pixcore.Component | None:
     """The backbone record of ``timm/<model>``, or None if timm has no such model."""
     import timm
 
-    from pixcore_timm._backbone import TimmBackbone, TimmBackboneParams
+    from pixcore_timm._backbone import TimmBackbone
 
     if not name.startswith(PREFIX):
         return None
@@ -45,7 +45,6 @@ def resolve(name: str) -> pixcore.Component | None:
     return pixcore.Component(
         name,
         functools.partial(TimmBackbone, model_name),
-        params=TimmBackboneParams,
         description=f"timm {model_name} (features_only)",
     )
 
