@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.pixcore-installed
 PLUGINS := pixcore-timm pixcore-seg pixcore-depth pixcore-normals
 PYTEST_ARGS ?=
+WHEELHOUSE ?= dist/wheelhouse
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench wheels clean
 
 install: $(STAMP)
 
@@ -25,5 +26,16 @@ test: $(STAMP)
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b; done
 
+# Wheels of pixcore and the four plugins in one folder, so that pip resolves them by name:
+#   pip install -c constraints.txt --find-links dist/wheelhouse pixcore pixcore-depth
+# Only pip and a build backend are needed (no torch). Old build/ folders go first: setuptools
+# would copy files deleted since their last build into the new wheels.
+wheels:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	rm -rf $(WHEELHOUSE) build $(foreach p,$(PLUGINS),plugins/$(p)/build)
+	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps \
+		--wheel-dir $(WHEELHOUSE) ./ $(foreach p,$(PLUGINS),./plugins/$(p))
+	ls $(WHEELHOUSE)
+
 clean:
-	rm -rf $(VENV) pixcore-demo build *.egg-info
+	rm -rf $(VENV) pixcore-demo build dist *.egg-info

@@ -252,6 +252,19 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_new_plugin(args: argparse.Namespace) -> int:
+    from pixcore._scaffold import write_plugin
+
+    scaffold = write_plugin(args.name, args.out, task=args.task)
+    names = scaffold.names
+    print(f"wrote {len(scaffold.files)} files to {scaffold.root}/: distribution "
+          f"{names.distribution}, package {names.package}, plugin {names.plugin}")
+    for family, registered in scaffold.registered.items():
+        print(f"    {family}: {', '.join(registered)}")
+    print(f"next:\n    cd {scaffold.root}\n    pip install -e .\n    pytest\n    pixcore plugins")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     from pixcore import __version__
     from pixcore._registry import FAMILIES
@@ -322,6 +335,17 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'timm/resnet*'")
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(func=_cmd_list)
+
+    new_plugin = sub.add_parser(
+        "new-plugin", help="write a new plugin package that installs and passes its tests")
+    new_plugin.add_argument("name",
+                            help="distribution name, e.g. pixcore-edges (package pixcore_edges)")
+    new_plugin.add_argument("--task", action="store_true",
+                            help="a task with its head, loss, metric and data set "
+                                 "(default: one head)")
+    new_plugin.add_argument("--out", type=Path,
+                            help="folder to create, which must be new or empty (default: ./NAME)")
+    new_plugin.set_defaults(func=_cmd_new_plugin)
     return parser
 
 
