@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import pixcore
-from pixcore._plugins import BLOCK_ENV, DISABLE_AUTOLOAD_ENV, STRICT_ENV, reset_plugin_manager
+from pixcore.plugin._manager import BLOCK_ENV, DISABLE_AUTOLOAD_ENV, STRICT_ENV, reset_plugin_manager
 from pixcore.targets import ClassMask, Image, ScalarField, ValidityMask
 
 #: Name under which the test components are registered in the ``manager`` fixture.

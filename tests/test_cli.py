@@ -146,7 +146,7 @@ def _tiny_manager() -> pixcore.PluginManager:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(config, checkpoint) of a three-task model with the tiny test backbone."""
-    from pixcore._plugins import reset_plugin_manager
+    from pixcore.plugin._manager import reset_plugin_manager
 
     folder = tmp_path_factory.mktemp("tiny_run")
     config = folder / "run.yaml"
@@ -165,7 +165,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture
 def tiny_plugins() -> Iterator[None]:
     """The real task plugins plus the tiny test backbone as the process-wide plugins; one thread."""
-    from pixcore._plugins import reset_plugin_manager
+    from pixcore.plugin._manager import reset_plugin_manager
 
     old, threads = reset_plugin_manager(_tiny_manager()), torch.get_num_threads()
     torch.set_num_threads(1)
@@ -375,7 +375,7 @@ def test_predict_with_a_torch_checkpoint_says_what_it_is(
 
 
 def test_plugins_lists_clashing_plugins_as_such(capsys: pytest.CaptureFixture[str]) -> None:
-    from pixcore._plugins import reset_plugin_manager
+    from pixcore.plugin._manager import reset_plugin_manager
 
     class First:
         @pixcore.hookimpl

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import pixcore
-from pixcore import _heads
-from pixcore._params import params_model
+from pixcore.model import _heads
+from pixcore.plugin._params import params_model
 from pixcore.testing import TinyBackbone, TinyBackbonePlugin, check_head, isolated_manager
 
 HEADS = ("fpn", "linear", "deeplabv3plus", "upernet", "dpt")

@@ -196,7 +196,7 @@ def test_structural_errors_name_the_path(manager: pixcore.PluginManager) -> None
 
 
 def test_build_tasks_gives_the_models_tasks_without_the_model(manager: pixcore.PluginManager) -> None:
-    from pixcore._model import build_tasks
+    from pixcore.model._compose import build_tasks
 
     config = {"backbone": "test_tiny",
               "tasks": {"up": {"task": "test_height", "params": {"target_key": "z"}},

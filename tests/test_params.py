@@ -1,4 +1,4 @@
-"""Parameters are declared once, in the factory's signature (``pixcore._params``).
+"""Parameters are declared once, in the factory's signature (``pixcore.plugin._params``).
 
 The model is derived from the signature (types, defaults, ``Annotated`` constraints,
 docstring descriptions); context facts reach every factory whose signature declares
@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 import pixcore
 from pixcore import Component, ComponentNamespace, Registry
-from pixcore._params import params_model
+from pixcore.plugin._params import params_model
 
 if TYPE_CHECKING:
     from collections.abc import Sequence as OnlyForTypeCheckers

@@ -19,7 +19,7 @@ import pluggy
 import pytest
 
 import pixcore
-from pixcore import _plugins
+from pixcore.plugin import _manager as _plugins
 
 HEAD_PLUGIN = """
 import pixcore

@@ -241,7 +241,7 @@ def test_a_close_match_replaces_the_plugin_hint() -> None:
 
 
 def test_core_names_no_plugin_component() -> None:
-    import pixcore._registry as registry_module
+    import pixcore.plugin._registry as registry_module
 
     assert not hasattr(registry_module, "KNOWN_PROVIDERS")
     source = Path(registry_module.__file__).read_text(encoding="utf-8")

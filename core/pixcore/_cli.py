@@ -219,7 +219,7 @@ def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
-    from pixcore._plugins import get_plugin_manager
+    from pixcore.plugin._manager import get_plugin_manager
 
     infos = get_plugin_manager().plugins()
     if args.json:
@@ -236,8 +236,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from pixcore._plugins import get_plugin_manager
-    from pixcore._registry import FAMILIES
+    from pixcore.plugin._manager import get_plugin_manager
+    from pixcore.plugin._registry import FAMILIES
 
     manager = get_plugin_manager()
     families = [args.family] if args.family else list(FAMILIES)
@@ -267,7 +267,7 @@ def _cmd_new_plugin(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     from pixcore import __version__
-    from pixcore._registry import FAMILIES
+    from pixcore.plugin._registry import FAMILIES
 
     parser = argparse.ArgumentParser(prog="pixcore", description=__doc__)
     parser.add_argument("--version", action="version", version=f"pixcore {__version__}")

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 import pluggy
 
-from pixcore._records import Component, ComponentNamespace
+from pixcore.plugin._records import Component, ComponentNamespace
 
 PROJECT_NAME = "pixcore"
 

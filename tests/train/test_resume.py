@@ -16,7 +16,7 @@ from torch import Tensor
 
 from pixcore import RunConfig
 from pixcore._cli import main
-from pixcore._plugins import reset_plugin_manager
+from pixcore.plugin._manager import reset_plugin_manager
 from pixcore.train import (
     Callback,
     CheckpointError,

@@ -187,7 +187,7 @@ def run_config(
 
 
 def _use_toy_plugin() -> None:
-    from pixcore._plugins import reset_plugin_manager
+    from pixcore.plugin._manager import reset_plugin_manager
 
     reset_plugin_manager(toy_manager())
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from torch import Tensor, nn
 
 from pixcore._interfaces import Backbone, FeatureLevel
-from pixcore._records import Component
+from pixcore.plugin._records import Component
 from pixcore.hookspecs import hookimpl
 
 __all__ = ["TINY_BACKBONE_NAME", "TinyBackbone", "TinyBackbonePlugin"]

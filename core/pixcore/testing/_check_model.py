@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from pixcore._interfaces import Backbone, FeatureLevel, Head
-from pixcore._plugins import PluginManager, get_plugin_manager
+from pixcore.plugin._manager import PluginManager, get_plugin_manager
 from pixcore.testing._backbone import TinyBackbone
 from pixcore.testing._contract import ContractError, require, require_finite
 

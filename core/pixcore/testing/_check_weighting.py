@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from pixcore._interfaces import LossOutput, TaskWeighting
-from pixcore._plugins import PluginManager, get_plugin_manager
+from pixcore.plugin._manager import PluginManager, get_plugin_manager
 from pixcore.testing._contract import ContractError, require, require_finite
 
 __all__ = ["check_weighting"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from pixcore._plugins import PluginManager
+from pixcore.plugin._manager import PluginManager
 from pixcore.testing._backbone import TinyBackbonePlugin
 
 __all__ = ["isolated_manager"]

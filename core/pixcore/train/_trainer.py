@@ -40,8 +40,8 @@ from torch.utils.data import DataLoader, SequentialSampler
 from pixcore._config import RunConfig, TrainerConfig
 from pixcore._errors import PixcoreError
 from pixcore._interfaces import Sample
-from pixcore._model import MultiTaskModel, build_model_from_config
-from pixcore._plugins import PluginManager, get_plugin_manager
+from pixcore.model._compose import MultiTaskModel, build_model_from_config
+from pixcore.plugin._manager import PluginManager, get_plugin_manager
 from pixcore.train._callbacks import (
     Callback,
     Checkpointing,
@@ -807,7 +807,7 @@ def make_loaders(
     mismatch is a :class:`pixcore.ConfigError` now, not a ``KeyError`` at the first step.
     A data set without ``target_kinds`` is not checked.
     """
-    from pixcore._model import build_tasks
+    from pixcore.model._compose import build_tasks
     from pixcore.data._keys import check_data_keys
 
     manager = manager or get_plugin_manager()

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from pixcore._config import ComponentConfig, ModelConfig, TaskConfig, validate_config
 from pixcore._errors import ConfigError
 from pixcore._interfaces import Backbone, Head, Loss, Metric, Task, TaskWeighting
-from pixcore._plugins import PluginManager, get_plugin_manager
-from pixcore._weighting import FixedWeighting
+from pixcore.plugin._manager import PluginManager, get_plugin_manager
+from pixcore.model._weighting import FixedWeighting
 
 __all__ = ["MultiTaskModel", "TaskBinding", "build_model", "build_model_from_config", "build_tasks"]
 

@@ -40,7 +40,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
-from pixcore._records import Component
+from pixcore.plugin._records import Component
 
 __all__ = ["context_facts", "declared_parameters", "params_model", "run_checks"]
 

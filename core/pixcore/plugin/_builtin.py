@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pixcore._records import Component
+from pixcore.plugin._records import Component
 from pixcore.hookspecs import hookimpl
 
 
 @hookimpl
 def pixcore_heads() -> Iterator[Component]:
-    from pixcore import _heads as h
+    from pixcore.model import _heads as h
 
     yield Component(
         "fpn", h.FPNHead,
@@ -77,7 +77,7 @@ def pixcore_augmentations() -> Iterator[Component]:
 
 @hookimpl
 def pixcore_weightings() -> Iterator[Component]:
-    from pixcore._weighting import DynamicWeightAverage, FixedWeighting, UncertaintyWeighting
+    from pixcore.model._weighting import DynamicWeightAverage, FixedWeighting, UncertaintyWeighting
 
     yield Component(
         "fixed", FixedWeighting,

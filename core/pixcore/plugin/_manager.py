@@ -20,8 +20,8 @@ import pluggy
 
 from pixcore import hookspecs
 from pixcore._errors import DuplicateComponentError, PluginLoadError
-from pixcore._records import Component, ComponentNamespace
-from pixcore._registry import FAMILIES, Registry
+from pixcore.plugin._records import Component, ComponentNamespace
+from pixcore.plugin._registry import FAMILIES, Registry
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -91,7 +91,7 @@ class PluginManager:
         self._registries: dict[str, Registry[Any]] | None = None
         self._lock = threading.RLock()
         if builtins:
-            from pixcore import _builtin
+            from pixcore.plugin import _builtin
 
             from pixcore import __version__
 

@@ -10,8 +10,8 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from pixcore._errors import ConfigError, DuplicateComponentError, UnknownComponentError
-from pixcore._params import context_facts, params_model, run_checks
-from pixcore._records import Component, ComponentNamespace, normalize_name
+from pixcore.plugin._params import context_facts, params_model, run_checks
+from pixcore.plugin._records import Component, ComponentNamespace, normalize_name
 
 __all__ = ["FAMILIES", "Registry", "params_model"]
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from pixcore._interfaces import Metric
 
 if TYPE_CHECKING:
-    from pixcore._model import MultiTaskModel, TaskBinding
-    from pixcore._plugins import PluginManager
+    from pixcore.model._compose import MultiTaskModel, TaskBinding
+    from pixcore.plugin._manager import PluginManager
 
 __all__ = ["DELTA_M_PROTOCOL", "delta_m", "metric_directions"]
 
@@ -57,7 +57,7 @@ def metric_directions(
 
 def _registered_directions(manager: PluginManager | None) -> tuple[dict[str, bool], set[str]]:
     """Directions of every registered metric class, and the keys they disagree on."""
-    from pixcore._plugins import get_plugin_manager
+    from pixcore.plugin._manager import get_plugin_manager
 
     registry = (manager or get_plugin_manager()).registry("metrics")
     found: dict[str, bool] = {}

@@ -1,0 +1,11 @@
+"""Model composition: a backbone, one head per task and a weighting of their losses.
+
+* ``_compose``: :class:`MultiTaskModel` and ``build_model`` / ``build_model_from_config``,
+  which turn registry names into modules;
+* ``_heads``: the task-agnostic heads (``fpn``, ``linear``, ``deeplabv3plus``,
+  ``upernet``, ``dpt``);
+* ``_weighting``: how task losses combine (``fixed``, ``uncertainty``, ``dwa``);
+* ``_delta_m``: the multi-task summary delta-m.
+
+The public names are re-exported by :mod:`pixcore`.
+"""
