@@ -14,7 +14,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from pixcore import PixcoreError
-from pixcore.infer import find_images, predict_images, read_image
+from pixcore.infer import find_images, predict_images, read_image_tensor
 from pixcore.targets import ClassMask, ScalarField, TargetKind, UnitVectorField
 
 
@@ -85,14 +85,14 @@ def test_find_images_takes_files_and_folders(tmp_path: Path) -> None:
         find_images([tmp_path / "empty"])
 
 
-def test_read_image_names_an_unreadable_file(tmp_path: Path) -> None:
+def test_read_image_tensor_names_an_unreadable_file(tmp_path: Path) -> None:
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(PixcoreError, match="broken.png"):
-        read_image(bad)
+        read_image_tensor(bad)
     grey = tmp_path / "grey.png"
     Image.fromarray(np.full((3, 4), 9, np.uint8)).save(grey)
-    image = read_image(grey)
+    image = read_image_tensor(grey)
     assert image.dtype == torch.uint8 and image.shape == (3, 3, 4) and int(image.max()) == 9
 
 

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+import pixcore.augment._builtin_rules  # noqa: F401  (registers the built-in rules)
 from pixcore._config import ComponentConfig
 from pixcore._errors import ConfigError
 from pixcore._interfaces import Augmentation, Sample
@@ -275,7 +276,7 @@ def _build(entry: Any, owner: str, index: int) -> Augmentation:
         return entry
     if callable(entry) and not isinstance(entry, (str, Mapping, ComponentConfig)):
         return entry  # type: ignore[no-any-return]
-    from pixcore._plugins import registry
+    from pixcore.plugin._manager import registry
 
     config = entry if isinstance(entry, ComponentConfig) else ComponentConfig.model_validate(entry)
     return registry("augmentations").create(  # type: ignore[no-any-return]

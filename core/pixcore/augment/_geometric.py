@@ -125,6 +125,7 @@ class Rotate(Transform):
     become ``K' = P K Q^T`` (principal point rotated about the centre; with ``fx != fy``
     the result has small off-diagonal terms and is exact in the projective sense). The
     sample must carry a ValidityMask if it has depth or normals.
+
     """
 
     ops = ("warp",)

@@ -105,6 +105,7 @@ class ColorJitter(Transform):
     no clipping in between (unlike torchvision, which clips after each step and converts
     to HSV for hue). Images with other than three channels get brightness and contrast
     only. Touches images only.
+
     """
 
     photometric = True
@@ -190,6 +191,7 @@ class GaussianBlur(Transform):
         p: Probability of blurring.
 
     Separable, with the border replicated. Touches images only.
+
     """
 
     photometric = True
@@ -243,6 +245,7 @@ class GaussianNoise(Transform):
         p: Probability of adding noise.
 
     The noise is drawn from the call's generator. Touches images only.
+
     """
 
     photometric = True

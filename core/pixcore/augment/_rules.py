@@ -7,6 +7,9 @@ geometry's operation. A kind without a rule is refused: silently passing it thro
 leave it unmoved while the image moves (torchvision's v2 transforms do exactly that for
 tensor subclasses they do not know).
 
+The built-in rules live in :mod:`pixcore.augment._builtin_rules`; this module depends on
+the geometries (to probe new rules), never the other way round.
+
 Rules are looked up along the kind's class hierarchy (stopping before
 :class:`~pixcore.targets.TargetKind`), so a subclass of a built-in kind inherits its
 rules until it registers its own.
@@ -16,16 +19,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from pixcore._errors import PixcoreError
 from pixcore._targets import TargetKind, UnitVectorField
-
-if TYPE_CHECKING:
-    from pixcore.augment._geometry import Geometry
+from pixcore.augment._geometry import Geometry, probe_geometries
 
 __all__ = [
     "OPS",
@@ -147,8 +148,6 @@ def registered_rules() -> dict[str, list[str]]:
 
 def _probe_unit_vectors(op: str, kind: type[TargetKind], rule: Rule) -> None:
     """Refuse a unit-vector rule whose output is not unit length (or zero) on a probe."""
-    from pixcore.augment._geometry import probe_geometries
-
     g = torch.Generator().manual_seed(0)
     vectors = torch.randn(3, 9, 11, generator=g, dtype=torch.float64)
     vectors[2] = -vectors[2].abs()

@@ -23,7 +23,7 @@ from pixcore.infer._outputs import SCALAR_PNG_SCALE as SCALAR_PNG_SCALE
 from pixcore.infer._outputs import find_images as find_images
 from pixcore.infer._outputs import output_files as output_files
 from pixcore.infer._outputs import predict_images as predict_images
-from pixcore.infer._outputs import read_image as read_image
+from pixcore.infer._outputs import read_image_tensor as read_image_tensor
 from pixcore.infer._predictor import Predictor as Predictor
 from pixcore.infer._predictor import merge_mode as merge_mode
 from pixcore.infer._window import sliding_window as sliding_window
@@ -45,7 +45,7 @@ __all__ = [
     "merge_mode",
     "output_files",
     "predict_images",
-    "read_image",
+    "read_image_tensor",
     "sliding_window",
     "validation_loader",
     "window_positions",

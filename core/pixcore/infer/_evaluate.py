@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 from pixcore._config import RunConfig
 from pixcore._errors import ConfigError
 from pixcore._interfaces import Sample
-from pixcore._model import MultiTaskModel
-from pixcore._plugins import PluginManager, get_plugin_manager
+from pixcore.model._compose import MultiTaskModel
+from pixcore.plugin._manager import PluginManager, get_plugin_manager
 from pixcore.infer._loading import WeightsChoice, load_model
 from pixcore.infer._predictor import Predictor
 from pixcore.infer._window import Weighting

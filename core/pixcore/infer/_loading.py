@@ -9,8 +9,8 @@ import torch
 from safetensors import safe_open
 
 from pixcore._config import ModelConfig, validate_config
-from pixcore._model import MultiTaskModel, build_model_from_config
-from pixcore._plugins import PluginManager
+from pixcore.model._compose import MultiTaskModel, build_model_from_config
+from pixcore.plugin._manager import PluginManager
 from pixcore.train._checkpoint import CheckpointError, load_checkpoint, read_metadata
 
 __all__ = [

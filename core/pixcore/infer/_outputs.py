@@ -48,7 +48,7 @@ __all__ = [
     "find_images",
     "output_files",
     "predict_images",
-    "read_image",
+    "read_image_tensor",
 ]
 
 #: File suffixes picked up from a folder (case-insensitive).
@@ -100,10 +100,11 @@ def _unreadable(path: Path, error: BaseException, checking: bool = False) -> Pix
     )
 
 
-def read_image(path: str | Path, max_pixels: int | None = None) -> Tensor:
-    """An image file -> uint8 ``[3, H, W]`` RGB (grey, palette and RGBA files are converted).
+def read_image_tensor(path: str | Path, max_pixels: int | None = None) -> Tensor:
+    """An image file -> uint8 ``[3, H, W]`` RGB tensor (grey, palette, RGBA are converted).
 
-    Decoded as the data sets decode images (:func:`pixcore.data.read_image`). More than
+    Decoded as the data sets decode images (:func:`pixcore.data.read_image`, which gives
+    the ``[H, W, 3]`` numpy array). More than
     ``max_pixels`` pixels (None: Pillow's limit, ``2 * PIL.Image.MAX_IMAGE_PIXELS``), an
     unreadable or truncated file raise :class:`~pixcore.PixcoreError` naming the file.
     """
@@ -291,7 +292,7 @@ def _predict_one(
     from pixcore.viz import image_to_rgb, make_grid
 
     bindings = model.bindings  # type: ignore[attr-defined]
-    image = read_image(path, max_pixels)
+    image = read_image_tensor(path, max_pixels)
     predictions = model(image.unsqueeze(0).to(device))
     panels = [image_to_rgb(image.numpy())]
     for name, binding in bindings.items():

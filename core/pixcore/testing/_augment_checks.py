@@ -318,6 +318,384 @@ def _polar(m: Tensor) -> Tensor:
     return u @ vh
 
 
+@dataclass
+class _Call:
+    """One call of the transform under test: its input (with the tracker) and its output."""
+
+    transform: Augmentation
+    name: str
+    sample: Sample  # as given, without the tracker
+    seed: int
+    tracked: Sample  # the sample plus the tracker mask
+    out: Sample
+    size: tuple[int, int]  # input (height, width)
+    out_size: tuple[int, int]  # output (height, width)
+
+
+@dataclass
+class _Provenance:
+    """Where each output pixel came from, read off the tracker (flat output indices)."""
+
+    from_input: Tensor  # [oh * ow] bool: the pixel comes from an input pixel
+    filled: Tensor  # [oh * ow] bool: the pixel was filled
+    source: Tensor  # [oh * ow] flat input index (0 where filled)
+    identity: bool  # same size, nothing filled, every pixel where it was
+    src_xy: Tensor  # [n, 2] (x, y) of the source of each non-filled output pixel
+    dst_xy: Tensor  # [n, 2] (x, y) of each non-filled output pixel
+    fit: tuple[Tensor, float] | None  # the least-squares pixel map, see _fit_affine
+    check_pixels: Tensor  # [oh * ow] bool: from an input pixel and valid in every mask
+
+
+def _run_tracked(transform: Augmentation, sample: Sample, seed: int) -> tuple[_Call, Sample]:
+    """Call ``transform`` on ``sample`` plus a tracker mask; the call and a copy of its input."""
+    h, w = _size(sample)
+    require(h * w < _OFFSET, f"the tracker supports samples up to {_OFFSET} pixels")
+    tracked: Sample = dict(sample)
+    tracked[_TRACK] = ClassMask(torch.arange(h * w, dtype=torch.int64).view(h, w) + _OFFSET)
+    before = _clone(tracked)
+    out = _call(transform, tracked, seed)
+    call = _Call(transform, _name(transform), sample, seed, tracked, out, (h, w), (h, w))
+    return call, before
+
+
+def _check_input_untouched(call: _Call, before: Mapping[str, Any]) -> None:
+    """Property 1: the input sample is not modified."""
+    for key, value in before.items():
+        require(_same(call.tracked[key], value), f"{call.name} modified its input (key {key!r})")
+
+
+def _check_output_layout(call: _Call) -> None:
+    """Property 2: keys, kinds and dtypes kept, one output size, finite floats.
+
+    Sets ``call.out_size``.
+    """
+    name, out, tracked = call.name, call.out, call.tracked
+    require(set(out) == set(tracked), f"{name} changed the keys: {sorted(set(out) ^ set(tracked))}")
+    oh, ow = call.out_size = _size(out)
+    for key, value in out.items():
+        original = tracked[key]
+        if not isinstance(original, Tensor):
+            continue
+        require(
+            type(value) is type(original),
+            f"{name} changed the kind of {key!r}: {type(original).__name__} -> {type(value).__name__}",
+        )
+        dtype_ok = value.dtype == original.dtype or (
+            isinstance(original, Image) and value.dtype.is_floating_point
+        )
+        require(dtype_ok, f"{name} changed the dtype of {key!r}: {original.dtype} -> {value.dtype}")
+        if isinstance(original, TargetKind) and original.spatial:
+            require(
+                tuple(value.shape[-2:]) == (oh, ow) and value.shape[:-2] == original.shape[:-2],
+                f"{name}: {key!r} has shape {tuple(value.shape)}, expected {(*original.shape[:-2], oh, ow)}",
+            )
+        else:
+            require(value.shape == original.shape, f"{name} changed the shape of {key!r}")
+        if value.dtype.is_floating_point:
+            require(bool(torch.isfinite(value).all()), f"{name} produced non-finite values in {key!r}")
+
+
+def _check_deterministic(call: _Call) -> None:
+    """Property 3: the same seed gives bit-identical outputs."""
+    again = _call(call.transform, dict(call.sample, **{_TRACK: call.tracked[_TRACK]}), call.seed)
+    for key, value in call.out.items():
+        if isinstance(value, Tensor):
+            require(_same(value, again[key]), f"{call.name}: the same seed gave different {key!r}")
+
+
+def _provenance(call: _Call) -> _Provenance:
+    """Read the tracker: where each output pixel came from, and which pixels to compare."""
+    name, out = call.name, call.out
+    h, w = call.size
+    oh, ow = call.out_size
+    codes = _plain(out[_TRACK]).reshape(-1)
+    from_input = codes >= _OFFSET
+    filled = ~from_input
+    source = torch.where(from_input, codes - _OFFSET, torch.zeros_like(codes))
+    require(bool((source < h * w).all()), f"{name} produced class ids that are not in its input")
+    fills = codes[filled].unique()
+    require(fills.numel() <= 1, f"{name} filled class masks with several values: {fills.tolist()}")
+    identity = (oh, ow) == (h, w) and bool(filled.logical_not().all()) and bool(
+        torch.equal(source, torch.arange(h * w))
+    )
+    src_xy = torch.stack([(source % w).double(), (source // w).double()], dim=1)[from_input]
+    dst = torch.arange(oh * ow)
+    dst_xy = torch.stack([(dst % ow).double(), (dst // ow).double()], dim=1)[from_input]
+    fit = None if identity else _fit_affine(src_xy, dst_xy)
+
+    valid_out = torch.ones(oh * ow, dtype=torch.bool)
+    for value in out.values():
+        if isinstance(value, ValidityMask) and value.shape[:-2] == ():
+            valid_out &= _plain(value).reshape(-1)
+    return _Provenance(
+        from_input, filled, source, identity, src_xy, dst_xy, fit, from_input & valid_out
+    )
+
+
+def _check_class_masks(call: _Call, at: _Provenance) -> None:
+    """Property 4: class masks hold their source pixels' classes, and one fill value."""
+    name = call.name
+    for key, value in call.out.items():
+        if key == _TRACK or not isinstance(value, ClassMask) or value.shape[:-2] != ():
+            continue
+        before_values = _plain(call.tracked[key]).reshape(-1)
+        after = _plain(value).reshape(-1)
+        require(
+            bool(torch.equal(after[at.from_input], before_values[at.source[at.from_input]])),
+            f"{name}: class mask {key!r} does not hold its source pixels' classes "
+            "(class masks must be resampled by nearest neighbour)",
+        )
+        mask_fills = after[at.filled].unique()
+        require(mask_fills.numel() <= 1, f"{name} filled {key!r} with several values: {mask_fills.tolist()}")
+        allowed = set(before_values.unique().tolist()) | set(mask_fills.tolist())
+        require(
+            set(after.unique().tolist()) <= allowed,
+            f"{name}: class mask {key!r} gained values {sorted(set(after.unique().tolist()) - allowed)}",
+        )
+
+
+def _check_validity(call: _Call, at: _Provenance, exact_transport: bool) -> None:
+    """Property 5: filled pixels are invalid; validity is carried from the source pixels."""
+    name = call.name
+    for key, value in call.out.items():
+        if not isinstance(value, ValidityMask) or value.shape[:-2] != ():
+            continue
+        after = _plain(value).reshape(-1)
+        before_values = _plain(call.tracked[key]).reshape(-1)
+        require(not bool(after[at.filled].any()), f"{name}: filled pixels are valid in {key!r}")
+        carried = before_values[at.source[at.from_input]]
+        if exact_transport:
+            ok = bool(torch.equal(after[at.from_input], carried))
+        else:
+            ok = not bool((after[at.from_input] & ~carried).any())
+        require(
+            ok,
+            f"{name}: validity {key!r} is not transported: a valid output pixel comes from an "
+            "invalid input pixel",
+        )
+
+
+def _depth_ratios(call: _Call, at: _Provenance, exact_transport: bool) -> list[float]:
+    """Property 6, first half: each depth is its source depth times one ratio; the ratios."""
+    ratios: list[float] = []
+    for key, value in call.out.items():
+        if not isinstance(value, ScalarField) or value.shape[:-3] != ():
+            continue
+        after = _plain(value).double().reshape(-1)[at.check_pixels]
+        before_values = _plain(call.tracked[key]).double().reshape(-1)[at.source[at.check_pixels]]
+        nonzero = before_values.abs() > 1e-6
+        if not bool(nonzero.any()):
+            continue
+        ratio = after[nonzero] / before_values[nonzero]
+        r = float(ratio.median())
+        tolerance = 1e-5 if exact_transport else 1e-2
+        require(
+            bool(((ratio - r).abs() <= tolerance * abs(r) + 1e-9).all()),
+            f"{call.name}: depth {key!r} is not carried by nearest neighbour with one scale factor "
+            f"(ratios from {float(ratio.min()):.6g} to {float(ratio.max()):.6g})",
+        )
+        ratios.append(r)
+    return ratios
+
+
+def _zoom(call: _Call, at: _Provenance) -> float | None:
+    """The call's zoom: from the intrinsics when there are some, else from the pixel map."""
+    zoom: float | None = None
+    for key, value in call.out.items():
+        if isinstance(value, Intrinsics) and value.shape == (3, 3):
+            k0 = _plain(call.tracked[key]).double()
+            k1 = _plain(value).double()
+            zoom = math.sqrt(abs(float(torch.linalg.det(k1[:2, :2]) / torch.linalg.det(k0[:2, :2]))))
+    if zoom is None and at.fit is not None:
+        zoom = math.sqrt(abs(float(torch.linalg.det(at.fit[0]))))
+    return zoom
+
+
+def _check_depth(
+    call: _Call, at: _Provenance, depth_scaling: DepthScaling, exact_transport: bool
+) -> None:
+    """Property 6: depth moves by nearest neighbour, kept or divided by the zoom."""
+    name, fit = call.name, at.fit
+    ratios = _depth_ratios(call, at, exact_transport)
+    zoom = _zoom(call, at)
+    has_intrinsics = any(isinstance(v, Intrinsics) and v.shape == (3, 3) for v in call.out.values())
+    for r in ratios:
+        if depth_scaling == "keep":
+            require(
+                abs(r - 1.0) <= 1e-5,
+                f"{name} scaled depth by {r:.6g}; with depth_scaling='keep' it must not",
+            )
+            continue
+        if zoom is None:
+            continue
+        tolerance = 1e-4 if has_intrinsics else 2.0 / max(1.0, fit[1] if fit is not None else 1.0)
+        require(
+            abs(r * zoom - 1.0) <= tolerance,
+            f"{name}: with depth_scaling='divide' depth must be divided by the zoom {zoom:.6g}, "
+            f"but it was multiplied by {r:.6g}",
+        )
+
+
+def _check_normals(
+    call: _Call, at: _Provenance, exact_transport: bool
+) -> tuple[Tensor | None, str]:
+    """Property 7: unit normals, z kept, (x, y) rotated like the image.
+
+    Returns the rotation the normals revealed and the key it came from (None, "" if none).
+    """
+    name, fit = call.name, at.fit
+    rotation: Tensor | None = None
+    rotation_from = ""
+    for key, value in call.out.items():
+        if not isinstance(value, UnitVectorField) or value.shape[:-3] != ():
+            continue
+        after = _plain(value).double().reshape(3, -1)[:, at.check_pixels]
+        sources = at.source[at.check_pixels]
+        before_values = _plain(call.tracked[key]).double().reshape(3, -1)[:, sources]
+        if after.shape[1] == 0:
+            continue
+        norms = after.norm(dim=0)
+        require(
+            bool(((norms - 1.0).abs() <= 1e-4).all()),
+            f"{name}: normals {key!r} are not unit length on valid pixels (|norm - 1| up to "
+            f"{float((norms - 1.0).abs().max()):.3g}); unit vectors must not be blended "
+            "without renormalisation",
+        )
+        if not exact_transport:
+            continue
+        require(
+            bool(((after[2] - before_values[2]).abs() <= 1e-5).all()),
+            f"{name}: normals {key!r} changed their z component (an image-plane transform keeps z)",
+        )
+        a_xy, b_xy = after[:2], before_values[:2]
+        if after.shape[1] >= 2 and float(torch.linalg.matrix_rank(b_xy, atol=1e-3)) >= 2:
+            q = _polar(a_xy @ b_xy.T)
+            residual = float((q @ b_xy - a_xy).abs().max())
+            require(
+                residual <= 1e-4,
+                f"{name}: normals {key!r} are not the source pixels' normals rotated or mirrored "
+                f"by one matrix (residual {residual:.3g}); vectors must move with the camera",
+            )
+            rotation, rotation_from = q, key
+            if fit is not None:
+                _check_normals_rotation(name, key, q, fit)
+    return rotation, rotation_from
+
+
+def _check_normals_rotation(name: str, key: str, q: Tensor, fit: tuple[Tensor, float]) -> None:
+    """Property 7, last part: the normals' rotation ``q`` is the pixel map's (and mirrors with it)."""
+    expected = _polar(fit[0])
+    require(
+        float(torch.linalg.det(q)) * float(torch.linalg.det(expected)) > 0,
+        f"{name}: normals {key!r} were "
+        f"{'mirrored' if torch.linalg.det(q) < 0 else 'not mirrored'} "
+        "but the image was not (or the other way round)",
+    )
+    # Nearest neighbour hides rotations smaller than about 1 / spread radians.
+    tolerance = 1e-6 if _exact_fit(q) and _exact_fit(fit[0]) else 1.5 / fit[1] + 1e-3
+    require(
+        float((q - expected).abs().max()) <= tolerance + 1e-6,
+        f"{name}: normals {key!r} rotated by {_angle(q):.4g} rad but the image by "
+        f"{_angle(expected):.4g} rad (rotate (x, y) by the image's angle, y down)",
+    )
+
+
+def _check_intrinsics(
+    call: _Call, at: _Provenance, rotation: Tensor | None, rotation_from: str, resampling_steps: int
+) -> None:
+    """Property 8: intrinsics keep ``[0, 0, 1]`` and reproject source pixels onto their outputs."""
+    name, fit, src_xy, dst_xy = call.name, at.fit, at.src_xy, at.dst_xy
+    for key, value in call.out.items():
+        if not isinstance(value, Intrinsics) or value.shape != (3, 3):
+            continue
+        k1 = _plain(value).double()
+        k0 = _plain(call.tracked[key]).double()
+        require(
+            bool(torch.allclose(k1[2], torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), atol=1e-6)),
+            f"{name}: intrinsics {key!r} lost their last row [0, 0, 1]: {k1[2].tolist()}",
+        )
+        how = "the pixel map"
+        if rotation is not None:
+            q2 = rotation
+            how = f"the normals {rotation_from!r} (wrong normals fail here too)"
+        elif fit is not None:
+            q2 = _polar(fit[0])
+        elif at.identity:
+            q2 = torch.eye(2, dtype=torch.float64)
+        else:
+            continue  # too few pixels to know the camera's rotation
+        q3 = torch.eye(3, dtype=torch.float64)
+        q3[:2, :2] = q2
+        pts = torch.cat([src_xy, torch.ones(src_xy.shape[0], 1, dtype=torch.float64)], dim=1).T
+        projected = k1 @ q3 @ torch.linalg.solve(k0, pts)
+        projected = projected[:2] / projected[2]
+        error = (projected - dst_xy.T).abs()
+        # The pixel map's linear part implied by the intrinsics: K' = P K Q^T.
+        p2 = k1[:2, :2] @ q2 @ torch.linalg.inv(k0[:2, :2])
+        exact = _exact_fit(p2) and (fit is None or _exact_fit(fit[0]))
+        if exact:
+            bound = 1e-3 * max(1.0, float(dst_xy.abs().max()) if dst_xy.numel() else 1.0)
+        else:  # a source pixel centre is within half a pixel of the exact source position
+            steps = max(1, resampling_steps)
+            scale = max(1.0, float(p2.abs().sum(1).max()))
+            bound = 0.5 * steps * scale * (1.0 + 1e-6) + 0.5 * (steps - 1) + 1e-3
+        if error.numel():
+            require(
+                float(error.max()) <= bound,
+                f"{name}: intrinsics {key!r} do not follow the pixels: input pixels reproject up "
+                f"to {float(error.max()):.3g} px from where the transform put them (allowed {bound:.3g}; "
+                f"camera rotation taken from {how})",
+            )
+
+
+def _check_unknown_kind(call: _Call) -> None:
+    """Property 9: an unknown kind is refused by name, or left alone by a call that moves nothing."""
+    name, out, tracked = call.name, call.out, call.tracked
+    h, w = call.size
+    # Did the call change anything but images? (A flip of a one-pixel-wide image moves no
+    # pixel yet mirrors the camera: the tracker alone cannot tell.)
+    unchanged = all(
+        _same(value, tracked[key])
+        for key, value in out.items()
+        if isinstance(value, Tensor) and not isinstance(value, Image)
+    )
+    alien = AlienKind(torch.rand(1, h, w, generator=torch.Generator().manual_seed(call.seed)))
+    with_alien = dict(call.sample, **{_TRACK: tracked[_TRACK], _ALIEN: alien})
+    try:
+        result = _call(call.transform, with_alien, call.seed)
+    except Exception as error:  # noqa: BLE001 - any refusal is fine if it names the kind
+        require(
+            AlienKind.kind in str(error),
+            f"{name} refused a sample with an unknown target kind, but its error does not name "
+            f"the kind ({AlienKind.kind!r}): {error}",
+        )
+    else:
+        require(
+            unchanged,
+            f"{name} moved the targets but passed an unknown target kind ({AlienKind.kind!r}) "
+            "through untouched: a geometric transform must refuse kinds it has no rule for",
+        )
+        require(
+            _same(result[_ALIEN], alien),
+            f"{name} changed an unknown target kind ({AlienKind.kind!r}) it has no rule for",
+        )
+
+
+def _check_photometric_touches_images_only(call: _Call) -> None:
+    """Property 10: a photometric transform (one with no geometric ops) changes images only."""
+    transform = call.transform
+    if not getattr(transform, "photometric", False) or getattr(transform, "ops", ()):
+        return
+    for key, value in call.out.items():
+        if isinstance(value, Image) or not isinstance(value, Tensor):
+            continue
+        require(
+            _same(value, call.tracked[key]),
+            f"{call.name} is photometric but changed {key!r} ({type(value).__name__}); "
+            "only images may change",
+        )
+
+
 def check_augmentation_once(
     transform: Augmentation,
     sample: Sample,
@@ -362,297 +740,29 @@ def check_augmentation_once(
     (``"divide"`` if true, else ``"keep"``). ``photometric`` defaults to the transform's
     ``photometric`` attribute (True when it has none).
     """
-    name = _name(transform)
     if resampling_steps is None:
         resampling_steps = _resampling_steps(transform)
     if depth_scaling is None:
         depth_scaling = "divide" if getattr(transform, "divide_depth_by_zoom", False) else "keep"
     if photometric is None:
         photometric = bool(getattr(transform, "photometric", True))
-    h, w = _size(sample)
-    require(h * w < _OFFSET, f"the tracker supports samples up to {_OFFSET} pixels")
-    tracked: Sample = dict(sample)
-    tracked[_TRACK] = ClassMask(torch.arange(h * w, dtype=torch.int64).view(h, w) + _OFFSET)
-    before = _clone(tracked)
 
-    out = _call(transform, tracked, seed)
-
-    # 1. input untouched
-    for key, value in before.items():
-        require(_same(tracked[key], value), f"{name} modified its input (key {key!r})")
-
-    # 2. kinds, dtypes, sizes, finiteness
-    require(set(out) == set(tracked), f"{name} changed the keys: {sorted(set(out) ^ set(tracked))}")
-    oh, ow = _size(out)
-    for key, value in out.items():
-        original = tracked[key]
-        if not isinstance(original, Tensor):
-            continue
-        require(
-            type(value) is type(original),
-            f"{name} changed the kind of {key!r}: {type(original).__name__} -> {type(value).__name__}",
-        )
-        dtype_ok = value.dtype == original.dtype or (
-            isinstance(original, Image) and value.dtype.is_floating_point
-        )
-        require(dtype_ok, f"{name} changed the dtype of {key!r}: {original.dtype} -> {value.dtype}")
-        if isinstance(original, TargetKind) and original.spatial:
-            require(
-                tuple(value.shape[-2:]) == (oh, ow) and value.shape[:-2] == original.shape[:-2],
-                f"{name}: {key!r} has shape {tuple(value.shape)}, expected {(*original.shape[:-2], oh, ow)}",
-            )
-        else:
-            require(value.shape == original.shape, f"{name} changed the shape of {key!r}")
-        if value.dtype.is_floating_point:
-            require(bool(torch.isfinite(value).all()), f"{name} produced non-finite values in {key!r}")
-
-    # 3. determinism
-    again = _call(transform, dict(sample, **{_TRACK: tracked[_TRACK]}), seed)
-    for key, value in out.items():
-        if isinstance(value, Tensor):
-            require(_same(value, again[key]), f"{name}: the same seed gave different {key!r}")
-
-    # Where each output pixel came from.
-    codes = _plain(out[_TRACK]).reshape(-1)
-    from_input = codes >= _OFFSET
-    filled = ~from_input
-    source = torch.where(from_input, codes - _OFFSET, torch.zeros_like(codes))
-    require(bool((source < h * w).all()), f"{name} produced class ids that are not in its input")
-    fills = codes[filled].unique()
-    require(fills.numel() <= 1, f"{name} filled class masks with several values: {fills.tolist()}")
-    identity = (oh, ow) == (h, w) and bool(filled.logical_not().all()) and bool(
-        torch.equal(source, torch.arange(h * w))
-    )
-    src_xy = torch.stack([(source % w).double(), (source // w).double()], dim=1)[from_input]
-    dst = torch.arange(oh * ow)
-    dst_xy = torch.stack([(dst % ow).double(), (dst // ow).double()], dim=1)[from_input]
-    fit = None if identity else _fit_affine(src_xy, dst_xy)
-
-    valid_out = torch.ones(oh * ow, dtype=torch.bool)
-    for key, value in out.items():
-        if isinstance(value, ValidityMask) and value.shape[:-2] == ():
-            valid_out &= _plain(value).reshape(-1)
-
-    # 4. class masks
-    for key, value in out.items():
-        if key == _TRACK or not isinstance(value, ClassMask) or value.shape[:-2] != ():
-            continue
-        before_values = _plain(tracked[key]).reshape(-1)
-        after = _plain(value).reshape(-1)
-        require(
-            bool(torch.equal(after[from_input], before_values[source[from_input]])),
-            f"{name}: class mask {key!r} does not hold its source pixels' classes "
-            "(class masks must be resampled by nearest neighbour)",
-        )
-        mask_fills = after[filled].unique()
-        require(mask_fills.numel() <= 1, f"{name} filled {key!r} with several values: {mask_fills.tolist()}")
-        allowed = set(before_values.unique().tolist()) | set(mask_fills.tolist())
-        require(
-            set(after.unique().tolist()) <= allowed,
-            f"{name}: class mask {key!r} gained values {sorted(set(after.unique().tolist()) - allowed)}",
-        )
-
-    # 5. validity
-    for key, value in out.items():
-        if not isinstance(value, ValidityMask) or value.shape[:-2] != ():
-            continue
-        after = _plain(value).reshape(-1)
-        before_values = _plain(tracked[key]).reshape(-1)
-        require(not bool(after[filled].any()), f"{name}: filled pixels are valid in {key!r}")
-        carried = before_values[source[from_input]]
-        if exact_transport:
-            ok = bool(torch.equal(after[from_input], carried))
-        else:
-            ok = not bool((after[from_input] & ~carried).any())
-        require(
-            ok,
-            f"{name}: validity {key!r} is not transported: a valid output pixel comes from an "
-            "invalid input pixel",
-        )
-
-    check_pixels = from_input & valid_out
-
-    # 6. depth
-    ratios: list[float] = []
-    for key, value in out.items():
-        if not isinstance(value, ScalarField) or value.shape[:-3] != ():
-            continue
-        after = _plain(value).double().reshape(-1)[check_pixels]
-        before_values = _plain(tracked[key]).double().reshape(-1)[source[check_pixels]]
-        nonzero = before_values.abs() > 1e-6
-        if not bool(nonzero.any()):
-            continue
-        ratio = after[nonzero] / before_values[nonzero]
-        r = float(ratio.median())
-        tolerance = 1e-5 if exact_transport else 1e-2
-        require(
-            bool(((ratio - r).abs() <= tolerance * abs(r) + 1e-9).all()),
-            f"{name}: depth {key!r} is not carried by nearest neighbour with one scale factor "
-            f"(ratios from {float(ratio.min()):.6g} to {float(ratio.max()):.6g})",
-        )
-        ratios.append(r)
-    zoom: float | None = None
-    for key, value in out.items():
-        if isinstance(value, Intrinsics) and value.shape == (3, 3):
-            k0 = _plain(tracked[key]).double()
-            k1 = _plain(value).double()
-            zoom = math.sqrt(abs(float(torch.linalg.det(k1[:2, :2]) / torch.linalg.det(k0[:2, :2]))))
-    if zoom is None and fit is not None:
-        zoom = math.sqrt(abs(float(torch.linalg.det(fit[0]))))
-    has_intrinsics = any(isinstance(v, Intrinsics) and v.shape == (3, 3) for v in out.values())
-    for r in ratios:
-        if depth_scaling == "keep":
-            require(
-                abs(r - 1.0) <= 1e-5,
-                f"{name} scaled depth by {r:.6g}; with depth_scaling='keep' it must not",
-            )
-            continue
-        if zoom is None:
-            continue
-        tolerance = 1e-4 if has_intrinsics else 2.0 / max(1.0, fit[1] if fit is not None else 1.0)
-        require(
-            abs(r * zoom - 1.0) <= tolerance,
-            f"{name}: with depth_scaling='divide' depth must be divided by the zoom {zoom:.6g}, "
-            f"but it was multiplied by {r:.6g}",
-        )
-
-    # 7. normals
-    rotation: Tensor | None = None
-    rotation_from = ""
-    for key, value in out.items():
-        if not isinstance(value, UnitVectorField) or value.shape[:-3] != ():
-            continue
-        after = _plain(value).double().reshape(3, -1)[:, check_pixels]
-        before_values = _plain(tracked[key]).double().reshape(3, -1)[:, source[check_pixels]]
-        if after.shape[1] == 0:
-            continue
-        norms = after.norm(dim=0)
-        require(
-            bool(((norms - 1.0).abs() <= 1e-4).all()),
-            f"{name}: normals {key!r} are not unit length on valid pixels (|norm - 1| up to "
-            f"{float((norms - 1.0).abs().max()):.3g}); unit vectors must not be blended "
-            "without renormalisation",
-        )
-        if not exact_transport:
-            continue
-        require(
-            bool(((after[2] - before_values[2]).abs() <= 1e-5).all()),
-            f"{name}: normals {key!r} changed their z component (an image-plane transform keeps z)",
-        )
-        a_xy, b_xy = after[:2], before_values[:2]
-        if after.shape[1] >= 2 and float(torch.linalg.matrix_rank(b_xy, atol=1e-3)) >= 2:
-            q = _polar(a_xy @ b_xy.T)
-            residual = float((q @ b_xy - a_xy).abs().max())
-            require(
-                residual <= 1e-4,
-                f"{name}: normals {key!r} are not the source pixels' normals rotated or mirrored "
-                f"by one matrix (residual {residual:.3g}); vectors must move with the camera",
-            )
-            rotation, rotation_from = q, key
-            if fit is not None:
-                expected = _polar(fit[0])
-                require(
-                    float(torch.linalg.det(q)) * float(torch.linalg.det(expected)) > 0,
-                    f"{name}: normals {key!r} were "
-                    f"{'mirrored' if torch.linalg.det(q) < 0 else 'not mirrored'} "
-                    "but the image was not (or the other way round)",
-                )
-                # Nearest neighbour hides rotations smaller than about 1 / spread radians.
-                tolerance = 1e-6 if _exact_fit(q) and _exact_fit(fit[0]) else 1.5 / fit[1] + 1e-3
-                require(
-                    float((q - expected).abs().max()) <= tolerance + 1e-6,
-                    f"{name}: normals {key!r} rotated by {_angle(q):.4g} rad but the image by "
-                    f"{_angle(expected):.4g} rad (rotate (x, y) by the image's angle, y down)",
-                )
-
-    # 8. intrinsics
-    for key, value in out.items():
-        if not isinstance(value, Intrinsics) or value.shape != (3, 3):
-            continue
-        k1 = _plain(value).double()
-        k0 = _plain(tracked[key]).double()
-        require(
-            bool(torch.allclose(k1[2], torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), atol=1e-6)),
-            f"{name}: intrinsics {key!r} lost their last row [0, 0, 1]: {k1[2].tolist()}",
-        )
-        how = "the pixel map"
-        if rotation is not None:
-            q2 = rotation
-            how = f"the normals {rotation_from!r} (wrong normals fail here too)"
-        elif fit is not None:
-            q2 = _polar(fit[0])
-        elif identity:
-            q2 = torch.eye(2, dtype=torch.float64)
-        else:
-            continue  # too few pixels to know the camera's rotation
-        q3 = torch.eye(3, dtype=torch.float64)
-        q3[:2, :2] = q2
-        pts = torch.cat([src_xy, torch.ones(src_xy.shape[0], 1, dtype=torch.float64)], dim=1).T
-        projected = k1 @ q3 @ torch.linalg.solve(k0, pts)
-        projected = projected[:2] / projected[2]
-        error = (projected - dst_xy.T).abs()
-        # The pixel map's linear part implied by the intrinsics: K' = P K Q^T.
-        p2 = k1[:2, :2] @ q2 @ torch.linalg.inv(k0[:2, :2])
-        exact = _exact_fit(p2) and (fit is None or _exact_fit(fit[0]))
-        if exact:
-            bound = 1e-3 * max(1.0, float(dst_xy.abs().max()) if dst_xy.numel() else 1.0)
-        else:  # a source pixel centre is within half a pixel of the exact source position
-            steps = max(1, resampling_steps)
-            scale = max(1.0, float(p2.abs().sum(1).max()))
-            bound = 0.5 * steps * scale * (1.0 + 1e-6) + 0.5 * (steps - 1) + 1e-3
-        if error.numel():
-            require(
-                float(error.max()) <= bound,
-                f"{name}: intrinsics {key!r} do not follow the pixels: input pixels reproject up "
-                f"to {float(error.max()):.3g} px from where the transform put them (allowed {bound:.3g}; "
-                f"camera rotation taken from {how})",
-            )
-
-    # Did the call change anything but images? (A flip of a one-pixel-wide image moves no
-    # pixel yet mirrors the camera: the tracker alone cannot tell.)
-    unchanged = all(
-        _same(value, tracked[key])
-        for key, value in out.items()
-        if isinstance(value, Tensor) and not isinstance(value, Image)
-    )
-
-    # 9. an unknown kind
-    alien = AlienKind(torch.rand(1, h, w, generator=torch.Generator().manual_seed(seed)))
-    with_alien = dict(sample, **{_TRACK: tracked[_TRACK], _ALIEN: alien})
-    try:
-        result = _call(transform, with_alien, seed)
-    except Exception as error:  # noqa: BLE001 - any refusal is fine if it names the kind
-        require(
-            AlienKind.kind in str(error),
-            f"{name} refused a sample with an unknown target kind, but its error does not name "
-            f"the kind ({AlienKind.kind!r}): {error}",
-        )
-    else:
-        require(
-            unchanged,
-            f"{name} moved the targets but passed an unknown target kind ({AlienKind.kind!r}) "
-            "through untouched: a geometric transform must refuse kinds it has no rule for",
-        )
-        require(
-            _same(result[_ALIEN], alien),
-            f"{name} changed an unknown target kind ({AlienKind.kind!r}) it has no rule for",
-        )
-
-    # 10. photometric transforms touch images only
-    if getattr(transform, "photometric", False) and not getattr(transform, "ops", ()):
-        for key, value in out.items():
-            if isinstance(value, Image) or not isinstance(value, Tensor):
-                continue
-            require(
-                _same(value, tracked[key]),
-                f"{name} is photometric but changed {key!r} ({type(value).__name__}); only images may change",
-            )
-
-    # 11. the image follows the geometry
-    if not photometric and "image" in sample and isinstance(sample["image"], Image):
+    call, before = _run_tracked(transform, sample, seed)
+    _check_input_untouched(call, before)  # 1
+    _check_output_layout(call)  # 2
+    _check_deterministic(call)  # 3
+    at = _provenance(call)
+    _check_class_masks(call, at)  # 4
+    _check_validity(call, at, exact_transport)  # 5
+    _check_depth(call, at, depth_scaling, exact_transport)  # 6
+    rotation, rotation_from = _check_normals(call, at, exact_transport)  # 7
+    _check_intrinsics(call, at, rotation, rotation_from, resampling_steps)  # 8
+    _check_unknown_kind(call)  # 9
+    _check_photometric_touches_images_only(call)  # 10
+    if not photometric and "image" in sample and isinstance(sample["image"], Image):  # 11
         _check_image_follows(
-            transform, sample, tracked[_TRACK], out[_TRACK], seed, (h, w), source, from_input, fit,
-            max(1, resampling_steps),
+            transform, sample, call.tracked[_TRACK], call.out[_TRACK], seed, call.size,
+            at.source, at.from_input, at.fit, max(1, resampling_steps),
         )
 
 
@@ -685,6 +795,7 @@ def _check_image_follows(
     size: tuple[int, int], source: Tensor, from_input: Tensor, fit: tuple[Tensor, float] | None,
     steps: int,
 ) -> None:
+    """Property 11: the geometry ignores the image content, and a ramp image moves with it."""
     name = _name(transform)
     h, w = size
     image = sample["image"]

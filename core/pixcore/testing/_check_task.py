@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,8 +13,8 @@ import torch
 from torch import Tensor
 
 from pixcore._interfaces import Task
-from pixcore._model import build_model
-from pixcore._plugins import PluginManager, get_plugin_manager
+from pixcore.model._compose import build_model
+from pixcore.plugin._manager import PluginManager, get_plugin_manager
 from pixcore.testing._backbone import TINY_BACKBONE_NAME, TinyBackbonePlugin
 from pixcore.testing._check_objectives import check_loss, check_metric
 from pixcore.testing._contract import require, require_finite
@@ -110,6 +111,30 @@ def check_task(
         )
 
 
+@dataclass
+class _TaskModel:
+    """The task under check, composed into a model, and the batches drawn for it."""
+
+    what: str  # how errors name the task
+    task: Task  # the model's own task instance
+    channels: int
+    model: Any  # the composed pixcore model
+    generator: torch.Generator
+    batch_for: Callable[..., RandomBatch]  # (task, invalid_fraction=0.25) -> RandomBatch
+    data: RandomBatch  # the batch the model was run on
+    predictions: dict[str, Tensor]
+    size: tuple[int, int]  # (height, width) of the batch
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``[B, out_channels, H, W]`` of a prediction."""
+        return (self.data.valid.shape[0], self.channels, *self.size)
+
+    def random_prediction(self) -> Tensor:
+        """A decoded random prediction of :attr:`shape` (from the check's generator)."""
+        return self.task.decode(torch.randn(self.shape, generator=self.generator)).detach()
+
+
 def _check_task(
     task_name: str,
     params: Mapping[str, Any] | None,
@@ -122,6 +147,7 @@ def _check_task(
     seed: int,
     make_batch: BatchFactory | None,
 ) -> None:
+    """Run the steps of :func:`check_task` in order (the numbers are its docstring's)."""
     generator = torch.Generator().manual_seed(seed)
 
     def batch_for(task: Task, invalid_fraction: float = 0.25) -> RandomBatch:
@@ -132,7 +158,24 @@ def _check_task(
             generator=generator,
         )
 
-    # 1. the task and its defaults
+    what, channels = _check_task_defaults(manager, task_name, params)  # 1
+    run = _build_and_forward(  # 2
+        manager, task_name, params, head, loss, what, channels, generator, batch_for
+    )
+    target, valid = _check_model_loss(run)  # 3
+    other = _check_loss_alone(run)  # 4
+    _check_metrics(run, manager, other)  # 5
+    _check_pictures(run)  # 6
+    _check_baseline(run, other, target, valid)  # 7
+
+
+def _check_task_defaults(
+    manager: PluginManager, task_name: str, params: Mapping[str, Any] | None
+) -> tuple[str, int]:
+    """Step 1: a Task with positive out_channels whose defaults are registered.
+
+    Returns how errors name the task, and its ``out_channels``.
+    """
     task = manager.registry("tasks").create(task_name, params)
     what = f"task {task_name!r} ({type(task).__name__})"
     require(isinstance(task, Task), f"{what} is not a pixcore.Task")
@@ -148,8 +191,21 @@ def _check_task(
                 name in manager.registry(family),
                 f"{what}: its default {kind} {name!r} is not registered",
             )
+    return what, channels
 
-    # 2. a model around it
+
+def _build_and_forward(
+    manager: PluginManager,
+    task_name: str,
+    params: Mapping[str, Any] | None,
+    head: str | Mapping[str, Any] | None,
+    loss: str | Mapping[str, Any] | None,
+    what: str,
+    channels: int,
+    generator: torch.Generator,
+    batch_for: Callable[..., RandomBatch],
+) -> _TaskModel:
+    """Step 2: compose the task with the tiny backbone; one forward pass of the right shape."""
     spec: dict[str, Any] = {"task": task_name, "params": dict(params or {})}
     if head is not None:
         spec["head"] = head
@@ -170,8 +226,17 @@ def _check_task(
         f"expected {expected}",
     )
     require_finite(prediction, f"{what}: prediction")
+    return _TaskModel(
+        what, task, channels, model, generator, batch_for, data, predictions, (height, width)
+    )
 
-    # 3. the model's loss and the backbone's gradients
+
+def _check_model_loss(run: _TaskModel) -> tuple[Tensor, Tensor]:
+    """Step 3: the model's loss is finite and reaches the backbone; zero when all is invalid.
+
+    Returns the task's ``(target, valid)`` for the batch the model ran on.
+    """
+    what, task, model, data, predictions = run.what, run.task, run.model, run.data, run.predictions
     target, valid = task.target_and_valid(data.batch)
     require(
         valid.dtype == torch.bool and tuple(valid.shape) == tuple(data.valid.shape),
@@ -185,7 +250,7 @@ def _check_task(
         f"{what}: the model loss has no gradient; is a prediction detached in decode()?",
     )
     # The same predictions scored against a batch in which every pixel is invalid.
-    empty = batch_for(task, invalid_fraction=1.0)
+    empty = run.batch_for(task, invalid_fraction=1.0)
     empty_total, _ = model.compute_loss(predictions, empty.batch)
     empty_value = float(empty_total.detach())
     require(
@@ -211,44 +276,55 @@ def _check_task(
         any(bool(g.abs().sum() > 0) for g in grads),
         f"{what}: every backbone gradient is zero",
     )
+    return target, valid
 
-    # 4. the loss on its own, with decoded random predictions
-    loss_module = model.losses["out"]
-    shape = (data.valid.shape[0], channels, height, width)
 
-    def random_prediction() -> Tensor:
-        return task.decode(torch.randn(shape, generator=generator)).detach()
+def _check_loss_alone(run: _TaskModel) -> RandomBatch:
+    """Step 4: the loss module passes :func:`check_loss` on decoded random predictions.
 
-    other = batch_for(task)
+    Returns the second batch it drew (the metrics and the baseline use it too).
+    """
+    other = run.batch_for(run.task)
     check_loss(
-        loss_module, random_prediction(), data.target, data.valid,
-        other_prediction=random_prediction(), other_target=other.target,
+        run.model.losses["out"], run.random_prediction(), run.data.target, run.data.valid,
+        other_prediction=run.random_prediction(), other_target=other.target,
     )
+    return other
 
-    # 5. the metrics
-    batches = [(random_prediction(), b.target, b.valid) for b in (data, batch_for(task))]
+
+def _check_metrics(run: _TaskModel, manager: PluginManager, other: RandomBatch) -> None:
+    """Step 5: every metric bound to the task passes :func:`check_metric`."""
+    task, batch_for, random_prediction = run.task, run.batch_for, run.random_prediction
+    batches = [(random_prediction(), b.target, b.valid) for b in (run.data, batch_for(task))]
     others = [(random_prediction(), b.target, b.valid) for b in (other, batch_for(task))]
     metrics = manager.registry("metrics")
-    for config in model.bindings["out"].metric_configs:
+    for config in run.model.bindings["out"].metric_configs:
         fresh = functools.partial(
             metrics.create, config.name, config.params, context=task.context()
         )
         check_metric(fresh, batches, other_batches=others)
 
-    # 6. pictures
+
+def _check_pictures(run: _TaskModel) -> None:
+    """Step 6: ``visualize`` of a prediction and a target, with and without a mask."""
+    data = run.data
     with torch.no_grad():
-        one_prediction = prediction[0].detach()
+        one_prediction = run.predictions["out"][0].detach()
         for label, value in (("prediction", one_prediction), ("target", data.target[0])):
             for mask in (data.valid[0], None):
-                picture = task.visualize(value, mask)
+                picture = run.task.visualize(value, mask)
                 _check_picture(
-                    picture, (height, width),
-                    f"{what}: visualize({label}, valid={'mask' if mask is not None else None})",
+                    picture, run.size,
+                    f"{run.what}: visualize({label}, valid={'mask' if mask is not None else None})",
                 )
 
-    # 7. the trivial baseline
+
+def _check_baseline(run: _TaskModel, other: RandomBatch, target: Tensor, valid: Tensor) -> None:
+    """Step 7: ``baseline`` gives a finite ``[out_channels]`` prediction with a finite loss."""
+    what, task, channels = run.what, run.task, run.channels
+
     def pairs() -> Iterator[tuple[Tensor, Tensor]]:
-        for b in (data, other):
+        for b in (run.data, other):
             yield task.target_and_valid(b.batch)
 
     baseline = task.baseline(pairs())
@@ -258,6 +334,6 @@ def _check_task(
         f"{getattr(baseline, 'shape', baseline)}",
     )
     require_finite(baseline, f"{what}: baseline")
-    constant = baseline.float().view(1, channels, 1, 1).expand(shape)
-    baseline_loss = loss_module(constant, target, valid).total.detach()
+    constant = baseline.float().view(1, channels, 1, 1).expand(run.shape)
+    baseline_loss = run.model.losses["out"](constant, target, valid).total.detach()
     require_finite(baseline_loss, f"{what}: loss of the baseline")
