@@ -20,7 +20,12 @@ $(STAMP): pyproject.toml constraints.txt $(foreach p,$(PLUGINS),plugins/$(p)/pyp
 demo: $(STAMP)
 	$(BIN)/pixcore demo
 
+LINTED := core plugins tests benchmarks
+TYPED  := core/pixcore $(foreach p,$(PLUGINS),plugins/$(p)/src)
+
 test: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/mypy $(TYPED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -143,7 +143,9 @@ def albumentations_cases(size: int) -> dict[str, Callable[[dict[str, Any], int],
             ToTensorV2(),
         ]),
     }
-    calls = {name: (lambda t: lambda x, i: t(image=x["np_image"], mask=x["np_mask"]))(t) for name, t in cases.items()}
+    calls = {
+        name: (lambda tf: lambda x, i: tf(image=x["np_image"], mask=x["np_mask"]))(t) for name, t in cases.items()
+    }
     pipeline = calls["pipeline"]
     calls["pipeline, contiguous"] = lambda x, i: pipeline(x, i)["image"].contiguous()
     return calls
@@ -167,7 +169,7 @@ def torchvision_cases(size: int, key: str = "tv") -> dict[str, Callable[[dict[st
             v2.Normalize(MEAN, STD),
         ]),
     }
-    calls = {name: (lambda t: lambda x, i: t(*x[key]))(t) for name, t in cases.items()}
+    calls = {name: (lambda tf: lambda x, i: tf(*x[key]))(t) for name, t in cases.items()}
     pipeline = calls["pipeline"]
     calls["pipeline, contiguous"] = lambda x, i: pipeline(x, i)[0].contiguous()
     return calls
@@ -221,7 +223,7 @@ def run(args: argparse.Namespace) -> None:
 
     jobs = [(case, lib, fn) for lib, cases in libraries.items() for case, fn in cases.items()]
     times: dict[tuple[str, str], list[float]] = {(c, lib): [] for c, lib, _ in jobs}
-    for case, lib, fn in jobs:  # warm-up
+    for _case, _lib, fn in jobs:  # warm-up
         for i in range(3):
             fn(inputs[i % len(inputs)], i)
     rng = np.random.default_rng(0)
@@ -239,10 +241,12 @@ def run(args: argparse.Namespace) -> None:
     print(f"machine : {_cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores)")
     print(f"python  : {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
           f"torchvision {torchvision.__version__}, {versions_extra}")
-    print(f"threads : torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, cv2.setNumThreads(0)")
+    print(f"threads : torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
+          "cv2.setNumThreads(0)")
     print(f"method  : {args.size}x{args.size} uint8, median over {args.rounds} interleaved rounds "
           f"of the mean of {args.calls} calls\n")
-    header = "| case | pixcore (ms) | albumentations (ms) | torchvision v2 (ms) | pixcore / albumentations | pixcore / torchvision |"
+    header = ("| case | pixcore (ms) | albumentations (ms) | torchvision v2 (ms) "
+              "| pixcore / albumentations | pixcore / torchvision |")
     print(header)
     print("|" + "---|" * 6)
     for case in ("hflip", "resized_crop", "rotate", "color_jitter", "pipeline", "pipeline, contiguous"):
@@ -254,7 +258,8 @@ def run(args: argparse.Namespace) -> None:
         ours = ms[(case, "pixcore chw")]
         tv = ms[(case, "torchvision chw")]
         alb = ms.get((case, "albumentations"), float("nan"))
-        print(f"| {case}, contiguous CHW input | {ours:.3f} | {alb:.3f} | {tv:.3f} | {ours / alb:.2f}x | {ours / tv:.2f}x |")
+        print(f"| {case}, contiguous CHW input | {ours:.3f} | {alb:.3f} | {tv:.3f} "
+              f"| {ours / alb:.2f}x | {ours / tv:.2f}x |")
     five = ms[("pipeline 5 targets", "pixcore")]
     two = ms[("pipeline", "pixcore")]
     print(f"\npixcore pipeline, image + mask + depth + normals + validity: {five:.3f} ms "

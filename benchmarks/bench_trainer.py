@@ -271,9 +271,9 @@ def main(argv: list[str] | None = None) -> int:
           f"of 10 no-op callbacks: {callback_cost * 1e6:+.1f} us/step (medians; noise is of the same order)")
 
     plain, trained = final["plain"].state_dict(), final["trainer"].state_dict()
-    diffs = [(a.double() - b.double()).abs().max().item() for a, b in zip(plain.values(), trained.values())
+    diffs = [(a.double() - b.double()).abs().max().item() for a, b in zip(plain.values(), trained.values(), strict=True)
              if a.is_floating_point()]
-    bitwise = all(torch.equal(a, b) for a, b in zip(plain.values(), trained.values()))
+    bitwise = all(torch.equal(a, b) for a, b in zip(plain.values(), trained.values(), strict=True))
     print(f"weights after {args.steps} steps: max abs diff trainer vs plain {max(diffs):.3g}, "
           f"bitwise equal: {bitwise}")
     return 0 if bitwise else 1

@@ -29,6 +29,7 @@ passes only if everything it promises holds:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import shutil
@@ -51,7 +52,6 @@ TOY = ROOT / "tests" / "train" / "train_toy.py"
 sys.path.insert(0, str(TOY.parent))
 
 import train_toy  # noqa: E402
-
 from pixcore import RunConfig  # noqa: E402
 
 STEPS = 40
@@ -151,7 +151,7 @@ def kills(folder: Path, trials: int, rng: random.Random) -> Tally:
     data["model"]["backbone"]["params"]["width"] = 256
     config = folder / "kill.json"
     config.write_text(RunConfig.model_validate(data).model_dump_json())
-    reference = _reference(folder, "kill-ref", lambda out: _train_command(config, out))
+    reference = _reference(folder, "kill-ref", functools.partial(_train_command, config))
     for trial in range(trials):
         out = folder / f"kill-{trial}"
         process = _run_until(_train_command(config, out), out, step=rng.randint(2, STEPS - 5))
@@ -199,7 +199,7 @@ def sigterms(folder: Path, trials: int, torchrun_trials: int, rng: random.Random
     for workers in (0, 2):
         # 20 ms per sample: steps long enough for a signal to land mid-step.
         config = _config(folder, steps=STEPS, workers=workers, dropout=0.3, train_params={"delay": 0.005})
-        reference = _reference(folder, f"term-ref-{workers}", lambda out: _train_command(config, out))
+        reference = _reference(folder, f"term-ref-{workers}", functools.partial(_train_command, config))
         for whole_job in (False, True):
             tally = Tally(f"SIGTERM to {'every process' if whole_job else 'the main process'}, "
                           f"{workers} workers")
@@ -345,7 +345,9 @@ def user_errors(folder: Path) -> Tally:
     real_config.write_text(json.dumps(_real_config(folder)))
     timm_damaged = folder / "timm.json"
     damaged = _real_config(folder)
-    damaged["model"]["backbone"] = {"name": "timm/resnet18", "params": {"pretrained": str(folder / "empty.safetensors")}}
+    damaged["model"]["backbone"] = {
+        "name": "timm/resnet18", "params": {"pretrained": str(folder / "empty.safetensors")},
+    }
     timm_damaged.write_text(json.dumps(damaged))
     no_prefix = folder / "no_prefix.json"
     no_prefix.write_text(json.dumps({**_real_config(folder), "model": {**_real_config(folder)["model"],

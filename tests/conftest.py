@@ -21,14 +21,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pixcore
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-import pixcore
 from pixcore.plugin._manager import BLOCK_ENV, DISABLE_AUTOLOAD_ENV, STRICT_ENV, reset_plugin_manager
 from pixcore.targets import ClassMask, Image, ScalarField, ValidityMask
+from torch import Tensor, nn
 
 #: Name under which the test components are registered in the ``manager`` fixture.
 TEST_PLUGIN_NAME = "pixcore-tests"

@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pixcore
 import pytest
 import torch
 from PIL import Image
-
-import pixcore
 from pixcore._cli import DEBUG_ENV, main
 from pixcore.train import load_checkpoint, read_metadata
 

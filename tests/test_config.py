@@ -7,10 +7,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pixcore
 import pytest
 import torch
-
-import pixcore
 from pixcore._config import DEVICE_FORMS, validate_config
 from pixcore.train import select_device
 
@@ -203,7 +202,11 @@ def test_plugin_params_validated_in_second_pass_with_path(
         ("model.backbone.params", {"width": 4, "depth": 3}, "model.backbone.params.depth"),
         ("model.tasks.t.params", {"target_key": 3}, "model.tasks.t.params.target_key"),
         ("model.tasks.t.loss", {"name": "test_l1", "params": {"scale": "x"}}, "model.tasks.t.loss.params.scale"),
-        ("model.tasks.t.metrics", ["test_mae", {"name": "test_mae", "params": {"k": 1}}], "model.tasks.t.metrics.1.params.k"),
+        (
+            "model.tasks.t.metrics",
+            ["test_mae", {"name": "test_mae", "params": {"k": 1}}],
+            "model.tasks.t.metrics.1.params.k",
+        ),
     ],
 )
 def test_second_pass_paths(manager: pixcore.PluginManager, dotted: str, value: Any, path: str) -> None:

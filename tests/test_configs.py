@@ -7,10 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pixcore
 import pytest
 import torch
-
-import pixcore
 from pixcore.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

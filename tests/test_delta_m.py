@@ -6,10 +6,9 @@ from collections.abc import Iterator, Mapping
 from types import SimpleNamespace
 from typing import ClassVar
 
+import pixcore
 import pytest
 import torch
-
-import pixcore
 
 DIRECTIONS = {"semseg": {"miou": True, "pixel_acc": True}, "depth": {"abs_rel": False, "delta1": True}}
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pixcore
 import pytest
 import yaml
-
-import pixcore
 from pixcore._config import validate_config
 
 ROOT = Path(__file__).resolve().parents[1]

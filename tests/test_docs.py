@@ -21,10 +21,9 @@ import types
 from collections.abc import Iterator
 from pathlib import Path
 
+import pixcore
 import pytest
 import torch
-
-import pixcore
 from pixcore import hookspecs
 from pixcore.targets import ScalarField, ValidityMask
 
@@ -193,7 +192,9 @@ def test_hookspec_examples_work_together(examples: pixcore.PluginManager) -> Non
     baseline = task.baseline(iter([task.target_and_valid(batch)]))
     torch.testing.assert_close(baseline, torch.ones(1))  # the data set's depth is 1 everywhere
     metric = examples.registry("metrics").create("pixel_acc")
-    metric.update(torch.randn(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long), torch.ones(2, 4, 4, dtype=torch.bool))
+    metric.update(
+        torch.randn(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long), torch.ones(2, 4, 4, dtype=torch.bool)
+    )
     assert 0.0 <= metric.compute()["pixel_acc"] <= 1.0
 
 

@@ -7,15 +7,14 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import pixcore
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-import pixcore
 from pixcore.model import _heads
 from pixcore.plugin._params import params_model
 from pixcore.testing import TinyBackbone, TinyBackbonePlugin, check_head, isolated_manager
+from torch import nn
 
 HEADS = ("fpn", "linear", "deeplabv3plus", "upernet", "dpt")
 CLASSES = {
@@ -45,7 +44,7 @@ def small(name: str, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def heads_manager() -> pixcore.PluginManager:
-    """pixcore's built-ins only."""
+    """Pixcore's built-ins only."""
     return isolated_manager()
 
 

@@ -6,11 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
+import pixcore
 import pytest
 import torch
 from torch import Tensor
-
-import pixcore
 
 Batch = Callable[..., dict[str, Tensor]]
 
@@ -226,7 +225,9 @@ def test_non_backbone_factory_is_refused(manager: pixcore.PluginManager) -> None
         )
 
 
-def test_uses_process_wide_manager_by_default(global_manager: pixcore.PluginManager, components: SimpleNamespace) -> None:
+def test_uses_process_wide_manager_by_default(
+    global_manager: pixcore.PluginManager, components: SimpleNamespace
+) -> None:
     global_manager.register(components.plugin_class(), name="tests")
     model = pixcore.build_model("test_tiny", ["test_height"])
     assert isinstance(model.backbone, components.TinyTestBackbone)

@@ -16,14 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import pixcore
 import pytest
 import torch
-from pydantic import BaseModel, ConfigDict, Field
-from torch import Tensor, nn
-
-import pixcore
 from pixcore import Component, ComponentNamespace, Registry
 from pixcore.plugin._params import params_model
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from collections.abc import Sequence as OnlyForTypeCheckers
@@ -51,6 +50,7 @@ class ToyHead(pixcore.Head):
         out_channels: Raw output channels (given by the task).
         scale: Factor on the output.
         width: Hidden width, e.g. 8 or 16.
+
     """
 
     def __init__(
@@ -96,6 +96,7 @@ class RangeLoss(pixcore.Loss):
         low: Lower end.
         high: Upper end, above ``low``.
         num_classes: Given by the task.
+
     """
 
     def __init__(self, low: float = 0.0, high: float = 1.0, num_classes: int | None = None) -> None:
@@ -218,6 +219,7 @@ def test_multi_line_docstring_entries_are_joined() -> None:
 
         Returns:
             None.
+
         """
 
     fields = params_model(Component("f", factory)).model_fields

@@ -15,10 +15,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import pixcore
 import pixcore.testing
+import pytest
 from pixcore import augment
 from pixcore._interfaces import FeatureLevel, LossOutput
 from pixcore.targets import TargetKind

@@ -15,10 +15,9 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import pixcore
 import pluggy
 import pytest
-
-import pixcore
 from pixcore.plugin import _manager as _plugins
 
 HEAD_PLUGIN = """

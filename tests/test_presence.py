@@ -6,15 +6,14 @@ from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
 import numpy as np
+import pixcore
 import pytest
 import torch
+from pixcore.data import collate
+from pixcore.targets import ClassMask, Image, Intrinsics, ScalarField, ValidityMask
+from pixcore.train import evaluate
 from torch import Tensor
 from torch.utils.data import DataLoader, default_collate
-
-import pixcore
-from pixcore.data import collate
-from pixcore.train import evaluate
-from pixcore.targets import ClassMask, Image, Intrinsics, ScalarField, ValidityMask
 
 
 @pytest.fixture(autouse=True)

@@ -6,11 +6,10 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-import pytest
-from pydantic import BaseModel, ConfigDict
-
 import pixcore
+import pytest
 from pixcore import Component, ComponentNamespace, Registry
+from pydantic import BaseModel, ConfigDict
 
 
 class Widget:

@@ -18,14 +18,13 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
-import tomllib
 from importlib.resources import files
 from pathlib import Path
 
-import pytest
-import yaml
-
 import pixcore
+import pytest
+import tomllib
+import yaml
 from pixcore._cli import main
 from pixcore._scaffold import ScaffoldError, plugin_names, render_plugin, write_plugin
 

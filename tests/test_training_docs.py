@@ -6,10 +6,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pixcore
 import pytest
 import yaml
-
-import pixcore
 
 TRAINING_MD = Path(__file__).resolve().parents[1] / "docs" / "training.md"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import colorsys
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from pixcore import viz
 
 # The Pascal VOC 2012 class colours (label id -> RGB), as in the development kit's
@@ -258,7 +258,7 @@ def test_image_to_rgb() -> None:
     assert viz.image_to_rgb(floats)[0].tolist() == [[0] * 3, [128] * 3, [255] * 3, [255] * 3]
 
 
-def test_make_grid_layout_and_save(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_make_grid_layout_and_save(tmp_path: Path) -> None:
     red = np.zeros((4, 5, 3), dtype=np.uint8)
     red[..., 0] = 255
     blue = np.zeros((4, 5, 3), dtype=np.uint8)

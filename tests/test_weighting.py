@@ -17,13 +17,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pixcore
 import pytest
 import torch
-from torch import Tensor
-
-import pixcore
 from pixcore import hookspecs
 from pixcore.testing import ContractError, check_weighting
+from torch import Tensor
 
 
 @pytest.fixture(autouse=True)
@@ -164,16 +163,16 @@ def test_uncertainty_total_and_gradient_match_the_closed_form(manager: pixcore.P
     losses = np.array([2.0, 0.5, 0.8])
     with torch.no_grad():
         weighting.log_variance.copy_(torch.tensor(s, dtype=torch.float32))
-    inputs = {n: torch.tensor(v, dtype=torch.float32, requires_grad=True) for n, v in zip("abc", losses)}
+    inputs = {n: torch.tensor(v, dtype=torch.float32, requires_grad=True) for n, v in zip("abc", losses, strict=True)}
     out = weighting(inputs)
 
-    expected_total = sum(math.exp(-si) * li + si for si, li in zip(s, losses))
+    expected_total = sum(math.exp(-si) * li + si for si, li in zip(s, losses, strict=True))
     assert out.total.item() == pytest.approx(expected_total, rel=1e-6)
     out.total.backward()
     # d/ds_i [exp(-s_i) L_i + s_i] = 1 - exp(-s_i) L_i ;  d/dL_i = exp(-s_i)
-    expected_grad = [1.0 - math.exp(-si) * li for si, li in zip(s, losses)]
+    expected_grad = [1.0 - math.exp(-si) * li for si, li in zip(s, losses, strict=True)]
     np.testing.assert_allclose(weighting.log_variance.grad.numpy(), expected_grad, rtol=1e-5, atol=1e-6)
-    for name, si in zip("abc", s):
+    for name, si in zip("abc", s, strict=True):
         assert inputs[name].grad.item() == pytest.approx(math.exp(-si), rel=1e-6)
         assert out.parts[f"weight/{name}"].item() == pytest.approx(math.exp(-si), rel=1e-6)
         assert out.parts[f"log_variance/{name}"].item() == pytest.approx(si, rel=1e-6)
@@ -226,7 +225,7 @@ def test_uncertainty_through_compute_loss_trains_the_log_variances(
 def dwa_reference(history: list[list[float]], temperature: float) -> list[float]:
     """w_k = K exp(r_k / T) / sum_i exp(r_i / T), r_k = L_k(t-1) / L_k(t-2), by hand."""
     previous, last = history[-2], history[-1]
-    ratios = [b / a for a, b in zip(previous, last)]
+    ratios = [b / a for a, b in zip(previous, last, strict=True)]
     exps = [math.exp(r / temperature) for r in ratios]
     return [len(exps) * e / sum(exps) for e in exps]
 
@@ -242,7 +241,7 @@ def feed(weighting: torch.nn.Module, rows: list[list[float]], tasks: str = "abc"
     """Run the rows as training steps; return the weights each step used."""
     used = []
     for row in rows:
-        out = weighting({n: torch.tensor(v) for n, v in zip(tasks, row)})
+        out = weighting({n: torch.tensor(v) for n, v in zip(tasks, row, strict=True)})
         used.append({n: out.parts[f"weight/{n}"].item() for n in tasks})
     return used
 

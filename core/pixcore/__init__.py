@@ -30,6 +30,7 @@ from pixcore._interfaces import Metric as Metric
 from pixcore._interfaces import Sample as Sample
 from pixcore._interfaces import Task as Task
 from pixcore._interfaces import TaskWeighting as TaskWeighting
+from pixcore.hookspecs import hookimpl as hookimpl
 from pixcore.model._compose import MultiTaskModel as MultiTaskModel
 from pixcore.model._compose import TaskBinding as TaskBinding
 from pixcore.model._compose import build_model as build_model
@@ -46,7 +47,6 @@ from pixcore.plugin._records import Component as Component
 from pixcore.plugin._records import ComponentNamespace as ComponentNamespace
 from pixcore.plugin._registry import FAMILIES as FAMILIES
 from pixcore.plugin._registry import Registry as Registry
-from pixcore.hookspecs import hookimpl as hookimpl
 
 try:
     __version__ = version("pixcore")

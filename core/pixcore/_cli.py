@@ -12,10 +12,10 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pixcore._errors import PixcoreError
 
@@ -64,7 +64,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     assert trainer.val_loader is not None
     train_set = trainer.train_loader.dataset
     fit_loader: DataLoader[Any] = DataLoader(
-        Subset(train_set, range(min(256, len(train_set)))), batch_size=config.data.batch_size
+        # The demo's data sets are map-style, hence Sized.
+        Subset(train_set, range(min(256, len(cast(Sized, train_set))))), batch_size=config.data.batch_size
     )
     baselines = evaluate_baselines(model.cpu(), fit_loader, trainer.val_loader)
     model.to(trainer.device)
@@ -102,7 +103,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     model.eval()
     panels = []
     with torch.no_grad():
-        for index in range(min(args.samples, len(val_set))):
+        for index in range(min(args.samples, len(cast(Sized, val_set)))):  # map-style, as above
             sample = val_set[index]
             predictions = model(sample["image"].unsqueeze(0).to(trainer.device))
             row = [image_to_rgb(np.asarray(sample["image"]))]

@@ -17,7 +17,7 @@ import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -393,6 +393,9 @@ def _unknown_key_hint(model: type[BaseModel], loc: Sequence[int | str]) -> str:
     return f" - remove it or check its spelling{known}"
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
 def _format(error: ValidationError, source: str, model: type[BaseModel]) -> str:
     lines = [f"invalid configuration{f' in {source}' if source else ''}:"]
     for item in error.errors():
@@ -406,7 +409,7 @@ def _format(error: ValidationError, source: str, model: type[BaseModel]) -> str:
     return "\n".join(lines)
 
 
-def validate_config(model: type[BaseModel], data: Any, source: str = "") -> Any:
+def validate_config(model: type[_M], data: Any, source: str = "") -> _M:
     """Validate ``data`` against ``model``; raise :class:`ConfigError` with config paths."""
     try:
         return model.model_validate(data)

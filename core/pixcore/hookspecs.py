@@ -17,6 +17,9 @@ of all plugins, remembers which distribution provided each one, and raises
 :class:`pixcore.DuplicateComponentError` if two provide the same name.
 """
 
+# Hook specifications are signatures only: pluggy never calls their (empty) bodies.
+# mypy: disable-error-code="empty-body"
+
 from __future__ import annotations
 
 from collections.abc import Iterable

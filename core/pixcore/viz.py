@@ -89,6 +89,7 @@ def class_palette(num_classes: int) -> np.ndarray:
 
     Raises:
         ValueError: ``num_classes`` is negative or above ``2**24``.
+
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
         raise TypeError(f"class_palette: num_classes must be an int, got {num_classes!r}")
@@ -134,6 +135,7 @@ def colorize_mask(
     Raises:
         ValueError: ids that are not an integer map, a ``valid`` mask of another shape,
             a palette with too few colours, or an ``invalid_color`` that a class uses.
+
     """
     labels = _spatial(_as_array(ids), "colorize_mask: ids", "[H, W] class ids")
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
@@ -295,6 +297,7 @@ def colorize_depth(
             the target's range when drawing its prediction, so colours compare.
         colormap: A name in :data:`COLORMAPS` (``"turbo"``, ``"gray"``) or a callable
             mapping values in ``[0, 1]`` to uint8 RGB ``[..., 3]``.
+
     """
     values, keep = _depth_and_keep(depth, valid, "colorize_depth")
     if isinstance(colormap, str):
@@ -364,7 +367,7 @@ def normals_to_rgb(normals: Any, valid: Any = None) -> np.ndarray:
             f"normals_to_rgb: normals must be [3, H, W] (channels first), got shape {array.shape}"
         )
     vectors = np.moveaxis(array.astype(np.float64), 0, -1)
-    finite = np.isfinite(vectors).all(axis=-1)
+    finite = np.asarray(np.isfinite(vectors).all(axis=-1))
     vectors = np.where(finite[..., None], vectors, 0.0)
     length = np.linalg.norm(vectors, axis=-1)
     keep = finite & (length > _MIN_NORM)

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import torch
-
 from pixcore.targets import TargetKind
 from pixcore.testing._augment_checks import load_hypothesis_profile, random_sample
 

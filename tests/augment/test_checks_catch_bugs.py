@@ -6,23 +6,22 @@ resampled bilinearly without renormalisation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import pixcore
 import pytest
 import torch
-from hypothesis import Phase
 import torch.nn.functional as F
-from torch import Tensor
-from torchvision import tv_tensors
-from torchvision.transforms import v2
-
-import pixcore
+from hypothesis import Phase
 from pixcore import augment as a
 from pixcore.targets import ClassMask, Image, ScalarField, TargetKind, UnitVectorField, ValidityMask
 from pixcore.testing._augment_checks import check_augmentation
 from pixcore.testing._contract import ContractError
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 EXAMPLES = 40  # enough for every bug below to show, whatever the profile
 #: Finding a failure is the point here; shrinking it to the smallest one only costs time.
@@ -134,7 +133,9 @@ class BilinearNormalsResize(a.Transform):
         super().__init__(1.0)
         self.size = size
 
-    def apply(self, sample, size, generator):  # type: ignore[no-untyped-def]
+    def apply(
+        self, sample: dict[str, Tensor], size: tuple[int, int] | None, generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
         assert size is not None
         out = a.apply_geometry(a.Warp.resize(size, (0, 0, *size), (self.size, self.size)), sample)
         n = sample["normals"].as_subclass(Tensor)
@@ -227,7 +228,9 @@ class TouchesDepth(a.Transform):
 
     photometric = True
 
-    def apply(self, sample, size, generator):  # type: ignore[no-untyped-def]
+    def apply(
+        self, sample: dict[str, Tensor], size: tuple[int, int] | None, generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
         out = dict(sample)
         out["depth"] = ScalarField(sample["depth"].as_subclass(Tensor) * 1.1)
         return out
@@ -242,7 +245,9 @@ class IgnoresTheGenerator(a.Transform):
 
     ops = ("flip",)
 
-    def apply(self, sample, size, generator):  # type: ignore[no-untyped-def]
+    def apply(
+        self, sample: dict[str, Tensor], size: tuple[int, int] | None, generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
         if torch.rand(()) < 0.5:
             return a.apply_geometry(a.Flip(size), sample)
         return dict(sample)
@@ -257,7 +262,9 @@ class InPlace(a.Transform):
 
     photometric = True
 
-    def apply(self, sample, size, generator):  # type: ignore[no-untyped-def]
+    def apply(
+        self, sample: dict[str, Tensor], size: tuple[int, int] | None, generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
         image = sample["image"]
         image.as_subclass(Tensor).mul_(0)
         return dict(sample)
@@ -273,7 +280,9 @@ class ImageOnlyFlip(a.Transform):
     ops = ("flip",)
     photometric = False
 
-    def apply(self, sample, size, generator):  # type: ignore[no-untyped-def]
+    def apply(
+        self, sample: dict[str, Tensor], size: tuple[int, int] | None, generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
         out = dict(sample)
         out["image"] = Image(sample["image"].as_subclass(Tensor).flip(-1))
         return out

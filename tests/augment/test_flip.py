@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pixcore
 import pytest
 import torch
-from torch import Tensor
-
-import pixcore
 from pixcore import augment as a
 from pixcore._augment import Compose, HorizontalFlip
 from pixcore.targets import ClassMask, Image, Intrinsics, ScalarField, UnitVectorField
+from torch import Tensor
 
 SampleFactory = Callable[..., dict[str, Tensor]]
 

@@ -6,8 +6,6 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from torch import Tensor
-
 from pixcore import augment as a
 from pixcore.targets import TargetKind
 from pixcore.testing._augment_checks import (
@@ -16,6 +14,7 @@ from pixcore.testing._augment_checks import (
     check_target_kind,
     sample_strategy,
 )
+from torch import Tensor
 
 GEOMETRIC = [
     "hflip", "vflip", "rotate90", "rotate", "random_resized_crop", "random_scale",
@@ -85,8 +84,12 @@ def test_rotate_by_quarter_turns_equals_rotate90(case: tuple[dict[str, Tensor], 
     quarter = a.apply_geometry(a.Rotate90(size, k=k), sample)
     for key in ("image", "mask", "depth", "valid"):
         assert torch.equal(rotated[key].as_subclass(Tensor), quarter[key].as_subclass(Tensor)), key
-    torch.testing.assert_close(rotated["normals"].as_subclass(Tensor), quarter["normals"].as_subclass(Tensor), atol=1e-6, rtol=0)
-    torch.testing.assert_close(rotated["intrinsics"].as_subclass(Tensor), quarter["intrinsics"].as_subclass(Tensor), atol=1e-4, rtol=1e-6)
+    torch.testing.assert_close(
+        rotated["normals"].as_subclass(Tensor), quarter["normals"].as_subclass(Tensor), atol=1e-6, rtol=0
+    )
+    torch.testing.assert_close(
+        rotated["intrinsics"].as_subclass(Tensor), quarter["intrinsics"].as_subclass(Tensor), atol=1e-4, rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("name", PHOTOMETRIC + ["normalize"])
@@ -130,7 +133,9 @@ def test_check_target_kind_with_a_vector_relation() -> None:
 
     rules = {
         "flip": flip,
-        "rotate90": lambda x, g: torch.einsum("ij,jhw->ihw", g.camera_map()[:2, :2].to(x.dtype), torch.rot90(x, g.k, (-2, -1))),
+        "rotate90": lambda x, g: torch.einsum(
+            "ij,jhw->ihw", g.camera_map()[:2, :2].to(x.dtype), torch.rot90(x, g.k, (-2, -1))
+        ),
         "crop": lambda x, g: g.crop(x, 0.0),
         "warp": lambda x, g: torch.einsum("ij,jhw->ihw", g.pixel_map()[:2, :2].to(x.dtype), g.nearest(x, 0.0)),
     }

@@ -19,8 +19,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from torch import Tensor
-
 from pixcore import augment as a
 from pixcore.data._synthetic import (
     WALL,
@@ -32,6 +30,7 @@ from pixcore.data._synthetic import (
     _sample_scene,
 )
 from pixcore.targets import ClassMask, Image, Intrinsics, ScalarField, UnitVectorField, ValidityMask
+from torch import Tensor
 
 SCENES = [(3, i) for i in range(6)]
 H, W = 40, 56
@@ -65,7 +64,9 @@ def with_camera(scene: SceneDescription, q: np.ndarray, k: np.ndarray, size: tup
     """The scene seen by a camera whose frame is ``q`` times the old one (``X' = q X``)."""
     c2w = scene.camera_to_world.copy()
     c2w[:3, :3] = scene.camera_to_world[:3, :3] @ q.T
-    return replace(scene, camera_to_world=c2w, intrinsics=np.asarray(k, dtype=np.float64), height=size[0], width=size[1])
+    return replace(
+        scene, camera_to_world=c2w, intrinsics=np.asarray(k, dtype=np.float64), height=size[0], width=size[1]
+    )
 
 
 def mirrored(scene: SceneDescription) -> SceneDescription:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pixcore
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-
-import pixcore
 from pixcore import augment as a
 from pixcore.targets import (
     ClassMask,
@@ -20,6 +18,7 @@ from pixcore.targets import (
     UnitVectorField,
     ValidityMask,
 )
+from torch import Tensor
 
 SampleFactory = Callable[..., dict[str, Tensor]]
 

@@ -6,17 +6,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pixcore
 import pytest
 import torch
-from torch import Tensor
-from torch.utils.data import DataLoader
-from torchvision.transforms.v2 import functional as TF
-
-import pixcore
 from pixcore import augment as a
 from pixcore.data import SyntheticScenes
 from pixcore.targets import ClassMask, Image, Intrinsics, ScalarField, ValidityMask
 from pixcore.train import AugmentedDataset
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torchvision.transforms.v2 import functional as TF
 
 SampleFactory = Callable[..., dict[str, Tensor]]
 
@@ -168,7 +167,8 @@ def test_uint8_images_in_either_layout_agree(full_sample: SampleFactory) -> None
     chw = sample["image"]
     hwc = Image(plain(chw).permute(1, 2, 0).contiguous().permute(2, 0, 1))
     assert not hwc.is_contiguous()
-    for transform in (a.Resize((17, 45)), a.Rotate(30.0), a.ColorJitter(hue=0.2), a.RandomResizedCrop(20), a.Normalize()):
+    transforms = (a.Resize((17, 45)), a.Rotate(30.0), a.ColorJitter(hue=0.2), a.RandomResizedCrop(20), a.Normalize())
+    for transform in transforms:
         left = transform({**sample, "image": chw}, torch.Generator().manual_seed(5))["image"]
         right = transform({**sample, "image": hwc}, torch.Generator().manual_seed(5))["image"]
         assert torch.equal(plain(left), plain(right)), transform
@@ -245,7 +245,10 @@ def test_one_of_follows_its_weights(full_sample: SampleFactory) -> None:
         out = never(sample, torch.Generator().manual_seed(seed))
         assert torch.equal(plain(out["mask"]), plain(sample["mask"]).flip(-1))
     both = a.OneOf([a.HorizontalFlip(p=1.0), a.VerticalFlip(p=1.0)])
-    picks = {torch.equal(plain(both(sample, torch.Generator().manual_seed(s))["mask"]), plain(sample["mask"]).flip(-1)) for s in range(20)}
+    picks = {
+        torch.equal(plain(both(sample, torch.Generator().manual_seed(s))["mask"]), plain(sample["mask"]).flip(-1))
+        for s in range(20)
+    }
     assert picks == {True, False}
 
 
@@ -278,7 +281,10 @@ def test_unknown_keys_without_tensors_pass_through(full_sample: SampleFactory) -
 
 
 def test_class_mask_fill_must_fit_its_dtype() -> None:
-    sample = {"image": Image(torch.zeros(3, 4, 4, dtype=torch.uint8)), "m": ClassMask(torch.zeros(4, 4, dtype=torch.uint8))}
+    sample = {
+        "image": Image(torch.zeros(3, 4, 4, dtype=torch.uint8)),
+        "m": ClassMask(torch.zeros(4, 4, dtype=torch.uint8)),
+    }
     with pytest.raises(ValueError, match=r"mask_fill=300 does not fit the class mask's dtype torch.uint8"):
         a.PadIfNeeded(6, 6, mask_fill=300)(sample)
 
@@ -293,7 +299,7 @@ def test_scalar_fields_and_validity_travel_together() -> None:
 
 @pytest.mark.parametrize(("size", "out"), [((14, 11), (16, 1)), ((13, 1), (9, 8)), ((1, 6), (3, 1))])
 def test_thin_float_images_resize_correctly(size: tuple[int, int], out: tuple[int, int]) -> None:
-    """torch's antialiased float kernel is wrong for width-1 inputs or outputs: worked around."""
+    """Torch's antialiased float kernel is wrong for width-1 inputs or outputs: worked around."""
     h, w = size
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
     ramp = torch.stack([xs / max(1, w - 1), ys / max(1, h - 1), torch.full_like(xs, 0.5)])

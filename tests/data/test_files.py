@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image as PILImage
-
 from pixcore.data import (
     MAX_REPORTED_PROBLEMS,
     ClassMaskFile,

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pixcore
 import pytest
 import torch
 from PIL import Image as PILImage
-
-import pixcore
 from pixcore.data import DatasetError, FolderDataset
 from pixcore.targets import ClassMask, Image, ScalarField, UnitVectorField, ValidityMask
 from pixcore.testing import isolated_manager

@@ -7,10 +7,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pixcore
 import pytest
 import torch
-
-import pixcore
 from pixcore.infer import load_model
 from pixcore.train import CheckpointError, ModelEMA, save_checkpoint
 

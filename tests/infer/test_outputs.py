@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import Tensor, nn
-
 from pixcore import PixcoreError
 from pixcore.infer import find_images, predict_images, read_image_tensor
 from pixcore.targets import ClassMask, ScalarField, TargetKind, UnitVectorField
+from torch import Tensor, nn
 
 
 class Flow(TargetKind):

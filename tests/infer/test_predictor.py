@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from pixcore import PixcoreError
 from pixcore.augment import UnsupportedKindError
 from pixcore.infer import Predictor, merge_mode
 from pixcore.targets import ClassMask, ScalarField, TargetKind, UnitVectorField
+from torch import Tensor, nn
 
 H, W = 6, 9
 

@@ -7,10 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from torch import Tensor, nn
-
 from pixcore import PixcoreError
 from pixcore.infer import sliding_window, window_positions, window_weight_sum, window_weights
+from torch import Tensor, nn
 
 
 class PixelModel(nn.Module):
@@ -30,7 +29,7 @@ def test_positions_cover_the_image_with_the_last_window_flush() -> None:
     # 10 rows, window 4, overlap 0.5 -> stride 2: 0, 2, 4, 6 (6 + 4 = 10).
     # 7 columns, window 4 -> stride 2: 0, 2, then 3 (flush with the right border).
     assert window_positions((10, 7), (4, 4), 0.5) == [
-        (t, l) for t in (0, 2, 4, 6) for l in (0, 2, 3)
+        (top, left) for top in (0, 2, 4, 6) for left in (0, 2, 3)
     ]
     assert window_positions((4, 4), (4, 4), 0.5) == [(0, 0)]
     assert window_positions((9, 4), (3, 4), 0.0) == [(0, 0), (3, 0), (6, 0)]

@@ -6,12 +6,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+import pixcore
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-import pixcore
 from pixcore.targets import ClassMask, Image, ScalarField
 from pixcore.testing import (
     TINY_BACKBONE_NAME,
@@ -28,6 +26,7 @@ from pixcore.testing import (
     random_batch,
     replace_invalid,
 )
+from torch import Tensor, nn
 
 # --------------------------------------------------------------------------------------
 # A small, correct plugin: a scalar "height" task with a masked L1 loss and a metric.

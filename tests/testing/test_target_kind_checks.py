@@ -10,12 +10,11 @@ from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 import torch
-from torch import Tensor
-
 from pixcore import augment
 from pixcore.augment import Geometry
 from pixcore.targets import ClassMask, ScalarField, TargetKind
 from pixcore.testing import ContractError, check_target_kind
+from torch import Tensor
 
 EXAMPLES = 8
 

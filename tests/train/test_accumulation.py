@@ -11,15 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pixcore
 import pytest
 import torch
 import train_toy
-from safetensors import safe_open
-from torch import Tensor
-
-import pixcore
 from pixcore import RunConfig
 from pixcore.train import Callback, Trainer, make_loaders, read_metadata, train
+from safetensors import safe_open
+from torch import Tensor
 
 TOY_SCRIPT = Path(train_toy.__file__).resolve()
 

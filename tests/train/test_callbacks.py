@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 import train_toy
-from torch import Tensor
-
 from pixcore import PixcoreError, RunConfig
 from pixcore.train import (
     Callback,
@@ -24,6 +22,7 @@ from pixcore.train import (
     train,
 )
 from pixcore.train import _callbacks as callbacks_module
+from torch import Tensor
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = sorted(name for name, _ in inspect.getmembers(Callback, inspect.isfunction) if name.startswith("on_"))
@@ -184,7 +183,6 @@ def test_training_md_python_blocks_compile() -> None:
 
 def test_training_md_settings_are_valid_trainer_configs() -> None:
     import yaml
-
     from pixcore import ModelConfig, TrainerConfig
 
     guide = (ROOT / "docs" / "training.md").read_text()

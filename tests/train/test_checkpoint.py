@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from pixcore.train import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from pixcore.train import _checkpoint as checkpoint_module
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import nn
-
-from pixcore.train import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
-from pixcore.train import _checkpoint as checkpoint_module
 
 
 def _model(seed: int) -> nn.Module:
@@ -41,7 +40,7 @@ def test_round_trip_restores_weights_optimizer_and_metadata(tmp_path: Path) -> N
     fresh = _model(1)
     fresh_optimizer = torch.optim.AdamW(fresh.parameters(), lr=1.0)
     report = load_checkpoint(path, fresh, fresh_optimizer)
-    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     original, restored = optimizer.state_dict(), fresh_optimizer.state_dict()
     assert restored["param_groups"][0]["lr"] == pytest.approx(1e-2)
@@ -83,7 +82,9 @@ def test_a_crash_during_save_keeps_the_previous_checkpoint(
     restored = _model(7)
     report = load_checkpoint(path, restored)
     assert report.metadata["step"] == 1
-    assert all(torch.equal(a, b) for a, b in zip(good.state_dict().values(), restored.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(good.state_dict().values(), restored.state_dict().values(), strict=True)
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.safetensors"], "no temporary file left"
 
 
@@ -121,7 +122,7 @@ def test_missing_and_mismatched_checkpoints_explain_themselves(tmp_path: Path) -
         (lambda good: b"", r"is empty \(0 bytes\)"),
         (lambda good: good[:5], r"is truncated: 5 bytes, fewer than the 8"),
         (lambda good: good[:100], r"is truncated: 100 bytes, but its header alone needs \d+"),
-        (lambda good: good[:-10], rf"is truncated: \d+ bytes of the \d+ its header describes"),
+        (lambda good: good[:-10], r"is truncated: \d+ bytes of the \d+ its header describes"),
         (lambda good: bytes(range(256)) * 4, r"is not a safetensors file: its first 8 bytes.*say \d+ bytes"),
         (lambda good: (1 << 40).to_bytes(8, "little") + b"{}", r"say 1099511627776 bytes, more than"),
         (lambda good: (6).to_bytes(8, "little") + b"{oops}", r"is damaged: it does not start with the JSON"),

@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
-
 from pixcore.train._data import seed_epoch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 
 class _Seeds(Dataset[dict[str, Any]]):
@@ -29,7 +28,7 @@ class _Seeds(Dataset[dict[str, Any]]):
 
 
 def _epoch(seed: int, epoch: int) -> dict[int, tuple[int, int, int]]:
-    """worker id -> (torch seed, first numpy draw, first python draw) of one epoch."""
+    """Worker id -> (torch seed, first numpy draw, first python draw) of one epoch."""
     loader = DataLoader(_Seeds(), batch_size=1, num_workers=2, collate_fn=lambda batch: batch[0])
     seed_epoch(loader, seed, epoch)
     found: dict[int, tuple[int, int, int]] = {}

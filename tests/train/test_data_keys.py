@@ -6,10 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pixcore
 import pytest
 import train_toy
-
-import pixcore
 from pixcore import RunConfig
 from pixcore.data._keys import check_data_keys
 from pixcore.targets import ClassMask, Image, ScalarField, ValidityMask

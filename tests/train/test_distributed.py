@@ -10,16 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pixcore
 import pytest
 import torch
 import train_toy
-from safetensors import safe_open
-from torch.utils.data import DataLoader
-
-import pixcore
 from pixcore import RunConfig
 from pixcore.train import ShardSampler, read_metadata, train
 from pixcore.train._data import seed_epoch, training_sampler
+from safetensors import safe_open
+from torch.utils.data import DataLoader
 
 TOY_SCRIPT = Path(train_toy.__file__).resolve()
 

@@ -6,15 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pixcore
 import pytest
 import torch
 import train_toy
-from safetensors import safe_open
-from torch import Tensor
-
-import pixcore
 from pixcore import RunConfig
 from pixcore.train import Callback, CheckpointError, Trainer, evaluate, load_checkpoint, train
+from safetensors import safe_open
+from torch import Tensor
 
 
 def _config(**trainer: Any) -> RunConfig:

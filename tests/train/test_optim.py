@@ -9,16 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pixcore
 import pytest
 import torch
 import train_toy
-from torch import Tensor, nn
-from torch.utils.data import DataLoader
-
-import pixcore
 from pixcore import TrainerConfig
 from pixcore._config import validate_config
 from pixcore.train import Trainer, build_optimizer, build_scheduler
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 
 def _toy_model(**backbone: Any) -> pixcore.MultiTaskModel:
@@ -116,7 +115,8 @@ def test_layer_decay_uses_timm_block_groups() -> None:
         assert found[id(p)][0] == pytest.approx(lr * decay ** (9 - _resnet_layer(name))), name
     assert found[id(model.head.weight)][0] == pytest.approx(lr)
     rates = {n: found[id(p)][0] for n, p in model.backbone.named_parameters()}
-    stem, first, last = (rates[f"model.{n}"] for n in ("conv1.weight", "layer1.0.conv1.weight", "layer4.1.conv2.weight"))
+    names = ("conv1.weight", "layer1.0.conv1.weight", "layer4.1.conv2.weight")
+    stem, first, last = (rates[f"model.{n}"] for n in names)
     assert stem < first < last
 
     # A feature extractor that renames modules (stem.0 -> stem_0): still timm's groups,
@@ -206,9 +206,17 @@ def test_the_default_layer_groups_are_by_feature_level() -> None:
 @pytest.mark.parametrize(
     ("groups", "message"),
     [
-        ([["stem.weight", "stem.bias"], ["block1.weight", "block1.bias"]], r"block2\.weight, block2\.bias are in no group"),
-        ([["stem.weight", "stem.bias", "block1.weight"], ["block1.weight", "block1.bias", "block2.weight", "block2.bias"]],
-         r"block1\.weight are in several groups"),
+        (
+            [["stem.weight", "stem.bias"], ["block1.weight", "block1.bias"]],
+            r"block2\.weight, block2\.bias are in no group",
+        ),
+        (
+            [
+                ["stem.weight", "stem.bias", "block1.weight"],
+                ["block1.weight", "block1.bias", "block2.weight", "block2.bias"],
+            ],
+            r"block1\.weight are in several groups",
+        ),
         ([["stem.weight", "stem.bias", "stem.scale"], ["block1.weight", "block1.bias", "block2.weight", "block2.bias"]],
          r"names what is not a parameter: stem\.scale"),
         (["stem.weight"], r"must return a list of lists of parameter names"),

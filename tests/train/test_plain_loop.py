@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import itertools
 
+import pixcore
 import torch
 import train_toy
-from torch.utils.data import DataLoader
-
-import pixcore
 from pixcore.train import Callback, Trainer
+from torch.utils.data import DataLoader
 
 
 def _model() -> pixcore.MultiTaskModel:

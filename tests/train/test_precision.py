@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pixcore
 import pytest
 import torch
 import train_toy
-from safetensors import safe_open
-from torch import Tensor, nn
-
-import pixcore
 from pixcore import RunConfig
 from pixcore.train import Callback, Trainer, read_metadata, train
 from pixcore.train._precision import configure_cudnn
+from safetensors import safe_open
+from torch import Tensor, nn
 
 
 def _config(steps: int = 3, norm: bool = True, **trainer: Any) -> RunConfig:

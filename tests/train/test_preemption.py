@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 import torch
 import train_toy
-
 from pixcore import RunConfig
 from pixcore.train import EXIT_INTERRUPTED, read_metadata, train
 

@@ -7,15 +7,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import pixcore
 import pytest
 import torch
 import train_toy
-from safetensors.torch import save_file
-
-import pixcore
 from pixcore import RunConfig, TrainerConfig
 from pixcore.train import CheckpointError, load_pretrained, train
 from pixcore.train._pretrained import check_recipe
+from safetensors.torch import save_file
 
 
 def _model(seed: int = 0) -> pixcore.MultiTaskModel:
@@ -89,7 +88,7 @@ def test_nested_ddp_torch_checkpoint_prefix_and_remap(tmp_path: Path) -> None:
     model = _model()
     report = load_pretrained(model, path)
     assert report.complete
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), donor.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), donor.state_dict().values(), strict=True))
 
     # An encoder saved by another library, keys "encoder.<name>" plus a decoder: take the
     # encoder as the backbone, renaming its stages.

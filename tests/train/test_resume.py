@@ -11,9 +11,6 @@ from typing import Any
 import pytest
 import torch
 import train_toy
-from safetensors import safe_open
-from torch import Tensor
-
 from pixcore import RunConfig
 from pixcore._cli import main
 from pixcore.plugin._manager import reset_plugin_manager
@@ -25,6 +22,8 @@ from pixcore.train import (
     save_checkpoint,
     train,
 )
+from safetensors import safe_open
+from torch import Tensor
 
 
 class Killed(Exception):

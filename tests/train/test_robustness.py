@@ -12,13 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pixcore
 import pytest
 import torch
 import train_toy
-from torch import Tensor
-from torch.utils.data import DataLoader
-
-import pixcore
 from pixcore import RunConfig
 from pixcore.train import (
     EXIT_INTERRUPTED,
@@ -32,6 +29,8 @@ from pixcore.train import (
     save_checkpoint,
     train,
 )
+from torch import Tensor
+from torch.utils.data import DataLoader
 
 TOY_SCRIPT = Path(train_toy.__file__).resolve()
 
@@ -81,7 +80,7 @@ def test_non_finite_loss_skip_leaves_the_model_unchanged_and_counts(tmp_path: Pa
             self.before = [p.detach().clone() for p in trainer.model.parameters()]
 
         def on_step_end(self, trainer: Trainer, loss: Tensor) -> None:
-            changed = any(not torch.equal(a, b) for a, b in zip(self.before, trainer.model.parameters()))
+            changed = any(not torch.equal(a, b) for a, b in zip(self.before, trainer.model.parameters(), strict=True))
             updates.append(int(changed))
 
     trainer.callbacks.append(Watch())

@@ -8,13 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pixcore
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.utils.data import DataLoader
-
-import pixcore
 from pixcore.train import (
     AugmentedDataset,
     NonFiniteLossError,
@@ -24,7 +21,8 @@ from pixcore.train import (
     evaluate_baselines,
     select_device,
 )
-
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 # The toy plugin (a two-level conv backbone and a "brightness" task: predict each pixel's
 # grey level, learnable in a few steps) is shared with the other trainer tests.
@@ -137,7 +135,7 @@ def test_augmentation_stream_is_independent_of_workers() -> None:
     assert torch.equal(first, stream(2, epoch=0))
     assert not torch.equal(first, stream(0, epoch=1)), "each epoch draws new augmentations"
     unflipped = torch.stack([Squares(12)[i]["image"] for i in range(12)])
-    flipped = [not torch.equal(a, b) for a, b in zip(first, unflipped)]
+    flipped = [not torch.equal(a, b) for a, b in zip(first, unflipped, strict=True)]
     assert any(flipped) and not all(flipped), "p=0.5 flips some samples, not all"
 
 

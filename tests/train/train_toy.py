@@ -19,15 +19,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
-from torch import Tensor, nn
-
 import pixcore
+import torch
 from pixcore.targets import Image, ScalarField, ValidityMask
+from torch import Tensor, nn
 
 
 class ToyBackbone(pixcore.Backbone):
@@ -196,9 +194,8 @@ def _save_loop(path: str, pause_at: int) -> None:
     import os
     import time
 
-    from safetensors.torch import save as serialize
-
     from pixcore.train import _checkpoint, save_checkpoint
+    from safetensors.torch import save as serialize
 
     model = nn.Linear(1024, 2048)  # 8 MiB
     iteration = 0
@@ -230,7 +227,6 @@ def _save_loop(path: str, pause_at: int) -> None:
 
 def _ddp_two_halves(config: str, out: str, half: int) -> int:
     import torch.distributed as dist
-
     from pixcore._cli import main
 
     dist.init_process_group("gloo")  # joined here, so the two halves share the process group

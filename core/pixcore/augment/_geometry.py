@@ -60,6 +60,7 @@ class Geometry:
         in_size: ``(H, W)`` of the input.
         fill: Value written into filled image pixels (image units: 0..255 for uint8).
         mask_fill: Class id written into filled class-mask pixels (the ignore index).
+
     """
 
     op: ClassVar[str] = ""
@@ -183,15 +184,15 @@ class Crop(Geometry):
 
     def crop(self, x: Tensor, fill: float | bool) -> Tensor:
         """The window of ``x`` (``[..., H, W]``); a view when the window is inside."""
-        t, l, h, w = self.top, self.left, self.height, self.width
+        t, left, h, w = self.top, self.left, self.height, self.width
         if not self.fills:
-            return x[..., t : t + h, l : l + w]
+            return x[..., t : t + h, left : left + w]
         height, width = x.shape[-2:]
         out = x.new_full((*x.shape[:-2], h, w), fill)
         y0, y1 = max(t, 0), min(t + h, height)
-        x0, x1 = max(l, 0), min(l + w, width)
+        x0, x1 = max(left, 0), min(left + w, width)
         if y1 > y0 and x1 > x0:
-            out[..., y0 - t : y1 - t, x0 - l : x1 - l] = x[..., y0:y1, x0:x1]
+            out[..., y0 - t : y1 - t, x0 - left : x1 - left] = x[..., y0:y1, x0:x1]
         return out
 
 
@@ -224,6 +225,7 @@ class Warp(Geometry):
         antialias: Low-pass images when shrinking (axis-aligned warps only).
         zoom_depth: Divide z-depth by the zoom factor (Eigen et al., 2014); see
             :attr:`depth_factor`.
+
     """
 
     op: ClassVar[str] = "warp"

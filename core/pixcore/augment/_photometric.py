@@ -8,6 +8,7 @@ clipped to it), ``[..., C, H, W]``, in any memory layout.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -120,10 +121,10 @@ class ColorJitter(Transform):
     ) -> None:
         super().__init__(p)
         name = type(self).__name__
-        factor = {"low": 0.0, "high": 100.0, "symmetric_about": 1.0}
-        self.brightness = check_range(name, "brightness", brightness, **factor)
-        self.contrast = check_range(name, "contrast", contrast, **factor)
-        self.saturation = check_range(name, "saturation", saturation, **factor)
+        factor = functools.partial(check_range, low=0.0, high=100.0, symmetric_about=1.0)
+        self.brightness = factor(name, "brightness", brightness)
+        self.contrast = factor(name, "contrast", contrast)
+        self.saturation = factor(name, "saturation", saturation)
         self.hue = check_range(name, "hue", hue, low=-0.5, high=0.5, symmetric_about=0.0)
 
     def apply(self, sample: Sample, size: Size | None, generator: torch.Generator | None) -> Sample:

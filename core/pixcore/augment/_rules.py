@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
 
 from pixcore._errors import PixcoreError
 from pixcore._targets import TargetKind, UnitVectorField
-from pixcore.augment._geometry import Geometry, probe_geometries
+from pixcore.augment._geometry import Crop, Flip, Geometry, Rotate90, Warp, probe_geometries
 
 __all__ = [
     "OPS",
@@ -76,7 +76,29 @@ def _check_kind(kind: Any) -> None:
         )
 
 
-def register_rule(op: str, kind: type[TargetKind], rule: Rule, *, replace: bool = False) -> None:
+# Typed per operation: a rule may take the operation's own geometry class.
+@overload
+def register_rule(
+    op: Literal["flip"], kind: type[TargetKind], rule: Callable[[Tensor, Flip], Tensor], *, replace: bool = False
+) -> None: ...
+@overload
+def register_rule(
+    op: Literal["rotate90"], kind: type[TargetKind], rule: Callable[[Tensor, Rotate90], Tensor], *,
+    replace: bool = False,
+) -> None: ...
+@overload
+def register_rule(
+    op: Literal["crop"], kind: type[TargetKind], rule: Callable[[Tensor, Crop], Tensor], *, replace: bool = False
+) -> None: ...
+@overload
+def register_rule(
+    op: Literal["warp"], kind: type[TargetKind], rule: Callable[[Tensor, Warp], Tensor], *, replace: bool = False
+) -> None: ...
+@overload
+def register_rule(op: str, kind: type[TargetKind], rule: Rule, *, replace: bool = False) -> None: ...
+def register_rule(
+    op: str, kind: type[TargetKind], rule: Callable[[Tensor, Any], Tensor], *, replace: bool = False
+) -> None:
     """Teach the geometric operation ``op`` how to move values of ``kind``.
 
     Args:
@@ -95,6 +117,7 @@ def register_rule(op: str, kind: type[TargetKind], rule: Rule, *, replace: bool 
 
     Register rules when the module that defines the kind is imported, so that data
     loader worker processes (which import it too) have them.
+
     """
     _check_op(op)
     _check_kind(kind)

@@ -198,6 +198,7 @@ class FolderDataset(FileDataset):
         split: Optional split name: replaces ``'{split}'`` in the patterns; patterns without
             ``'{split}'`` are then relative to ``<root>/<split>``.
         transform: Applied to every sample (Python only).
+
     """
 
     name = "folder"

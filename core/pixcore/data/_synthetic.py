@@ -119,6 +119,7 @@ class Primitive:
         a sin(yaw) + b cos(yaw), c)``.
     albedo : tuple of 3 floats
         Base colour (linear RGB in 0..1); appearance only.
+
     """
 
     kind: str
@@ -159,6 +160,7 @@ class Window:
         Opposite corners in world coordinates; they agree on the wall's coordinate
         (the rectangle is flat), so a wall point ``p`` is in the window iff
         ``corner_min <= p <= corner_max`` component-wise on the other two axes.
+
     """
 
     wall: int
@@ -192,6 +194,7 @@ class SceneDescription:
         Image size in pixels.
 
     Equality is identity (``eq=False``): compare fields explicitly.
+
     """
 
     intrinsics: np.ndarray
@@ -230,6 +233,7 @@ class RenderedScene:
         The geometry the labels were derived from.
 
     Equality is identity (``eq=False``): compare arrays explicitly.
+
     """
 
     image: np.ndarray
@@ -587,6 +591,7 @@ def render_scene(seed: int, index: int, height: int = 128, width: int = 128) -> 
     -----
     Deterministic: all randomness comes from ``np.random.default_rng([seed, index])``,
     so the same arguments give bit-identical arrays, whatever was rendered before.
+
     """
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got height={height}, width={width}")
@@ -1003,6 +1008,7 @@ class SyntheticScenes(Dataset):
     ``[3, H, W]``, camera frame), ``"valid"`` (:class:`ValidityMask` bool ``[H, W]``,
     for depth and normals) and ``"intrinsics"`` (:class:`Intrinsics` float32 ``[3, 3]``).
     The semantic mask has no ignored pixels: windows are a class.
+
     """
 
     class_names: tuple[str, ...] = CLASS_NAMES

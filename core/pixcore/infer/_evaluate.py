@@ -13,11 +13,11 @@ from torch.utils.data import DataLoader
 from pixcore._config import RunConfig
 from pixcore._errors import ConfigError
 from pixcore._interfaces import Sample
-from pixcore.model._compose import MultiTaskModel
-from pixcore.plugin._manager import PluginManager, get_plugin_manager
 from pixcore.infer._loading import WeightsChoice, load_model
 from pixcore.infer._predictor import Predictor
 from pixcore.infer._window import Weighting
+from pixcore.model._compose import MultiTaskModel
+from pixcore.plugin._manager import PluginManager, get_plugin_manager
 
 __all__ = ["evaluate_checkpoint", "format_metrics", "validation_loader"]
 
@@ -35,8 +35,8 @@ def validation_loader(config: RunConfig, manager: PluginManager | None = None) -
     manager = manager or get_plugin_manager()
     val = config.data.val
     dataset = manager.registry("datasets").create(val.name, val.params, path="data.val.params")
-    return DataLoader(dataset, batch_size=config.data.val_batch_size or config.data.batch_size, num_workers=config.data.num_workers,
-                      collate_fn=collate)
+    return DataLoader(dataset, batch_size=config.data.val_batch_size or config.data.batch_size,
+                      num_workers=config.data.num_workers, collate_fn=collate)
 
 
 def _use_config_metrics(model: MultiTaskModel, config: RunConfig, manager: PluginManager) -> None:
@@ -78,6 +78,7 @@ def evaluate_checkpoint(
     Returns:
         ``{task: {metric key: value, "protocol": {metric name: protocol}}}`` as
         :func:`pixcore.train.evaluate` gives.
+
     """
     from pixcore.train import evaluate, select_device
 

@@ -92,6 +92,7 @@ def load_model(
 
         model = pixcore.infer.load_model("runs/a/checkpoint.safetensors")
         predictions = model(images)   # {task: prediction}
+
     """
     path = Path(checkpoint)
     if weights not in ("auto", "model", "ema"):

@@ -30,7 +30,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -268,10 +268,11 @@ def predict_images(
 
     Returns:
         The files written, in order.
+
     """
     files = find_images(images)
     out = Path(out)
-    bindings = model.bindings  # type: ignore[attr-defined]
+    bindings = cast("Mapping[str, Any]", model.bindings)  # a MultiTaskModel's task bindings
     planned = _plan(files, out, bindings)
     _refuse_replacing_inputs(planned, files)
     _refuse_existing(planned, overwrite)
@@ -291,7 +292,7 @@ def _predict_one(
     """Predict one image and write its files (see the module docstring)."""
     from pixcore.viz import image_to_rgb, make_grid
 
-    bindings = model.bindings  # type: ignore[attr-defined]
+    bindings = cast("Mapping[str, Any]", model.bindings)  # a MultiTaskModel's task bindings
     image = read_image_tensor(path, max_pixels)
     predictions = model(image.unsqueeze(0).to(device))
     panels = [image_to_rgb(image.numpy())]

@@ -32,7 +32,7 @@ end); depth values are not rescaled with the image.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +106,7 @@ class Predictor(nn.Module):
         model = pixcore.infer.load_model("runs/a/checkpoint.safetensors")
         predictor = pixcore.infer.Predictor(model, hflip=True, window=(512, 512), overlap=0.5)
         predictions = predictor(images)   # same keys and shapes as model(images)
+
     """
 
     def __init__(
@@ -146,7 +147,7 @@ class Predictor(nn.Module):
     @property
     def bindings(self) -> Mapping[str, Any]:
         """The wrapped model's task bindings (what the evaluation reads)."""
-        return self.model.bindings  # type: ignore[no-any-return]
+        return cast("Mapping[str, Any]", self.model.bindings)  # the wrapped MultiTaskModel's
 
     @property
     def plain(self) -> bool:

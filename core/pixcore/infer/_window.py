@@ -164,6 +164,7 @@ def sliding_window(
     Returns:
         ``{name: [B, C, H, W]}`` float32: per pixel, the weighted mean of the windows'
         values.
+
     """
     window = check_window(window, overlap, weighting)
     height, width = int(image.shape[-2]), int(image.shape[-1])

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from pixcore._config import ComponentConfig, ModelConfig, TaskConfig, validate_config
 from pixcore._errors import ConfigError
 from pixcore._interfaces import Backbone, Head, Loss, Metric, Task, TaskWeighting
-from pixcore.plugin._manager import PluginManager, get_plugin_manager
 from pixcore.model._weighting import FixedWeighting
+from pixcore.plugin._manager import PluginManager, get_plugin_manager
 
 __all__ = ["MultiTaskModel", "TaskBinding", "build_model", "build_model_from_config", "build_tasks"]
 
@@ -47,6 +47,9 @@ class MultiTaskModel(nn.Module):
     :meth:`compute_loss`; it is a submodule, so learnable weights are trained and saved
     with the model. Default: the ``fixed`` weighting with each binding's ``weight``.
     """
+
+    mean: Tensor  # buffers, registered in __init__
+    std: Tensor
 
     def __init__(
         self,
@@ -238,7 +241,9 @@ def build_model(
                    "depth": {}, "normals": {"head": "fpn"}},
         )
         predictions = model(images)   # {"semseg": ..., "depth": ..., "normals": ...}
+
     """
+    task_configs: dict[str, Any] | list[str]
     if isinstance(tasks, Mapping):
         task_configs = {k: ({"task": v} if isinstance(v, str) else v) for k, v in tasks.items()}
     else:

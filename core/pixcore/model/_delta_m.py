@@ -119,6 +119,7 @@ def delta_m(
             or a key in ``keys`` has no direction.
         ValueError: A baseline value is 0 (the relative change is undefined), a value is
             not a finite number, or no key is left to summarise.
+
     """
     conflicts: set[str] = set()
     fallback: dict[str, bool] = {}

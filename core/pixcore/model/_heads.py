@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -207,6 +207,7 @@ class FPNHead(_PyramidHead):
         channels: Width of the pyramid and of the semantic branch.
         norm: Norm after hidden convs: ``"bn"`` (BatchNorm) or ``"gn"`` (GroupNorm).
         dropout: Dropout2d rate before the output layer, in ``[0, 1)``.
+
     """
 
     name = "fpn"
@@ -241,7 +242,8 @@ class FPNHead(_PyramidHead):
         sizes = [lateral.shape[-2:] for lateral in laterals]
         fused: Tensor | None = None
         for i, (branch, x) in enumerate(zip(self.branches, laterals, strict=True)):
-            for k, stage in enumerate(branch):  # a conv at level i - k, then up one level
+            # Each branch is an nn.ModuleList of stages (built in __init__).
+            for k, stage in enumerate(cast(nn.ModuleList, branch)):  # a conv at level i - k, then up one level
                 x = _resize(stage(x), sizes[max(i - k - 1, 0)])
             fused = x if fused is None else fused + x
         assert fused is not None  # at least one level (checked at build time)
@@ -265,6 +267,7 @@ class LinearHead(_PyramidHead):
     Args:
         in_features: The backbone's feature contract (given by pixcore).
         out_channels: Raw output channels (given by the task).
+
     """
 
     name = "linear"
@@ -363,6 +366,7 @@ class DeepLabV3PlusHead(_PyramidHead):
         aspp_dropout: Dropout2d rate after the ASPP projection, in ``[0, 1)``.
         norm: Norm after hidden convs: ``"bn"`` (BatchNorm) or ``"gn"`` (GroupNorm).
         dropout: Dropout2d rate before the output layer, in ``[0, 1)``.
+
     """
 
     name = "deeplabv3plus"
@@ -453,6 +457,7 @@ class UPerNetHead(_PyramidHead):
         pool_scales: Output sizes of the pyramid pooling module's average pools.
         norm: Norm after hidden convs: ``"bn"`` (BatchNorm) or ``"gn"`` (GroupNorm).
         dropout: Dropout2d rate before the output layer, in ``[0, 1)``.
+
     """
 
     name = "upernet"
@@ -557,6 +562,7 @@ class DPTHead(_PyramidHead):
         head_channels: Width of the output head's last hidden layer.
         norm: Norm after hidden convs: ``"bn"`` (BatchNorm) or ``"gn"`` (GroupNorm).
         dropout: Dropout2d rate before the output layer, in ``[0, 1)``.
+
     """
 
     name = "dpt"

@@ -89,6 +89,7 @@ class FixedWeighting(TaskWeighting):
             model config (given by pixcore).
         tasks: The task names (given by pixcore); when given, ``weights`` must name each of
             them.
+
     """
 
     def __init__(
@@ -166,6 +167,7 @@ class UncertaintyWeighting(TaskWeighting):
         tasks: The task names, in the model's order (given by pixcore).
         init_log_variance: Initial :math:`s_i = \log \sigma_i^2` of every task (0: weight 1).
         weights: The tasks' configured weights (given by pixcore; unused, a warning says so).
+
     """
 
     def __init__(
@@ -237,6 +239,7 @@ class DynamicWeightAverage(TaskWeighting):
         temperature: Softmax temperature :math:`T` (``> 0``; the paper uses 2); larger is
             closer to equal weights.
         weights: The tasks' configured weights (given by pixcore; unused, a warning says so).
+
     """
 
     loss_sum: Tensor

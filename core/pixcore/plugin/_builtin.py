@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pixcore.plugin._records import Component
 from pixcore.hookspecs import hookimpl
+from pixcore.plugin._records import Component
 
 
 @hookimpl

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pluggy
 
@@ -79,6 +79,7 @@ class PluginManager:
         strict: Raise :class:`PluginLoadError` when a plugin fails to load, instead of
             warning and skipping it. Default: ``PIXCORE_STRICT_PLUGINS``.
         builtins: Register pixcore's own components (through the same hooks).
+
     """
 
     def __init__(
@@ -91,9 +92,8 @@ class PluginManager:
         self._registries: dict[str, Registry[Any]] | None = None
         self._lock = threading.RLock()
         if builtins:
-            from pixcore.plugin import _builtin
-
             from pixcore import __version__
+            from pixcore.plugin import _builtin
 
             self.register(_builtin, name=BUILTIN_NAME, distribution="pixcore", version=__version__)
         if (not _env_flag(DISABLE_AUTOLOAD_ENV)) if autoload is None else autoload:
@@ -235,13 +235,16 @@ class PluginManager:
 
     def _call(self, impl: pluggy.HookImpl, family: str, info: PluginInfo) -> list[Component | ComponentNamespace]:
         try:
-            records = list(impl.function() or ())
-            for record in records:
+            # pluggy types a hook's result as object; a registration hook returns an iterable.
+            yielded = list(cast("Iterable[object]", impl.function() or ()))
+            records: list[Component | ComponentNamespace] = []
+            for record in yielded:
                 if not isinstance(record, (Component, ComponentNamespace)):
                     raise TypeError(
                         f"yielded {record!r}; yield pixcore.Component or "
                         "pixcore.ComponentNamespace records"
                     )
+                records.append(record)
             return records
         except Exception as error:
             message = (

@@ -50,6 +50,7 @@ class Component:
         description: One line shown by ``pixcore list``.
         distribution: Filled in by pixcore: the distribution (or in-process plugin) that
             provided the record.
+
     """
 
     name: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import fnmatch
 from collections.abc import Iterable, Mapping
@@ -182,7 +183,7 @@ class Registry(Generic[T]):
                 names.extend(n for n in namespace.list_names(pattern) if fnmatch.fnmatchcase(n, pattern))
         return sorted(set(names))
 
-    def records(self) -> list[Component | ComponentNamespace]:
+    def records(self) -> builtins.list[Component | ComponentNamespace]:
         """Every record, eager components first; for listings."""
         return [*self._components.values(), *self._namespaces.values()]
 

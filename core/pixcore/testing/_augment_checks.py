@@ -660,7 +660,7 @@ def _check_unknown_kind(call: _Call) -> None:
         if isinstance(value, Tensor) and not isinstance(value, Image)
     )
     alien = AlienKind(torch.rand(1, h, w, generator=torch.Generator().manual_seed(call.seed)))
-    with_alien = dict(call.sample, **{_TRACK: tracked[_TRACK], _ALIEN: alien})
+    with_alien: dict[str, Tensor] = {**call.sample, _TRACK: tracked[_TRACK], _ALIEN: alien}
     try:
         result = _call(call.transform, with_alien, call.seed)
     except Exception as error:  # noqa: BLE001 - any refusal is fine if it names the kind
@@ -684,7 +684,9 @@ def _check_unknown_kind(call: _Call) -> None:
 def _check_photometric_touches_images_only(call: _Call) -> None:
     """Property 10: a photometric transform (one with no geometric ops) changes images only."""
     transform = call.transform
-    if not getattr(transform, "photometric", False) or getattr(transform, "ops", ()):
+    photometric: bool = getattr(transform, "photometric", False)
+    ops: tuple[str, ...] = getattr(transform, "ops", ())
+    if not photometric or ops:
         return
     for key, value in call.out.items():
         if isinstance(value, Image) or not isinstance(value, Tensor):
@@ -873,14 +875,18 @@ def check_augmentation(
         transform: An augmentation, a zero-argument factory of one, or a hypothesis
             strategy of augmentations (to vary parameters too).
         max_examples: Examples to try; default from the loaded hypothesis profile.
-        depth_scaling, exact_transport, photometric, resampling_steps: See
-            :func:`check_augmentation_once`.
-        min_side, max_side: Range of the random heights and widths.
+        depth_scaling: See :func:`check_augmentation_once`.
+        exact_transport: See :func:`check_augmentation_once`.
+        photometric: See :func:`check_augmentation_once`.
+        resampling_steps: See :func:`check_augmentation_once`.
+        min_side: Smallest random height and width.
+        max_side: Largest random height and width.
         kinds: Which targets the random samples carry.
         settings: Extra ``hypothesis.settings`` (e.g. ``{"phases": ...}``).
 
     Raises:
         ContractError: A property fails; hypothesis prints the smallest failing example.
+
     """
     hypothesis = _hypothesis()
     st = hypothesis.strategies
@@ -1130,6 +1136,7 @@ def check_target_kind(
         ContractError: A transform refused the kind or broke a property.
         ValueError: ``fill`` is given for a class mask, validity mask or image kind,
             whose fills are fixed.
+
     """
     st = _hypothesis().strategies
     relation = relation or _nearest_relation

@@ -7,8 +7,8 @@ from collections.abc import Iterator, Sequence
 from torch import Tensor, nn
 
 from pixcore._interfaces import Backbone, FeatureLevel
-from pixcore.plugin._records import Component
 from pixcore.hookspecs import hookimpl
+from pixcore.plugin._records import Component
 
 __all__ = ["TINY_BACKBONE_NAME", "TinyBackbone", "TinyBackbonePlugin"]
 
@@ -39,6 +39,7 @@ class TinyBackbone(Backbone):
 
         backbone = TinyBackbone(widths=(8, 16, 24, 32))
         check_backbone(backbone)
+
     """
 
     def __init__(self, widths: Sequence[int] = (8, 16, 24, 32), in_chans: int = 3) -> None:

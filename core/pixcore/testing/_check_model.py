@@ -82,6 +82,7 @@ def check_backbone(
 
         from pixcore.testing import check_backbone
         check_backbone(pixcore.registry("backbones").create("timm/resnet18"))
+
     """
     what = type(backbone).__name__
     require(isinstance(backbone, Backbone), f"{what} is not a pixcore.Backbone")
@@ -152,7 +153,8 @@ def check_head(
             head, params, context={"in_features": in_features, "out_channels": out_channels}
         )
     what = type(head).__name__
-    require(isinstance(head, Head), f"{what} is not a pixcore.Head")
+    if not isinstance(head, Head):  # as require(), but narrows the type
+        raise ContractError(f"{what} is not a pixcore.Head")
     stride = max(level.stride for level in in_features)
     for i, size in enumerate(sizes):
         padded = padded_size(size, stride)

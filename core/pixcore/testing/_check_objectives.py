@@ -91,6 +91,7 @@ def check_loss(
         target = torch.rand(2, 1, 16, 16) + 0.5
         valid = torch.rand(2, 16, 16) > 0.3
         check_loss(loss, task.decode(raw), target, valid)
+
     """
     what = f"loss {type(loss).__name__}"
     require(isinstance(loss, Loss), f"{type(loss).__name__} is not a pixcore.Loss")
@@ -192,6 +193,7 @@ def check_metric(
 
         batches = [(logits, mask, valid), (logits2, mask2, valid2)]
         check_metric(lambda: MeanIoU(num_classes=7), batches)
+
     """
     require(len(batches) >= 2, "check_metric needs at least two batches")
     metric = make_metric()
@@ -248,9 +250,9 @@ def check_metric(
     )
 
     metric.reset()
-    for key, value in initial.items():
+    for key, initial_state in initial.items():
         require(
-            torch.equal(metric.state[key].cpu(), value.cpu()),
+            torch.equal(metric.state[key].cpu(), initial_state.cpu()),
             f"{what}: reset() did not restore state {key!r}",
         )
     for batch in batches:

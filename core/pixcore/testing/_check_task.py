@@ -89,6 +89,8 @@ def check_task(
         head: Head name or ``{"name": ..., "params": ...}``; default: the task's.
         loss: Loss name or config; default: the task's.
         size: Input size; keep it odd so that padding and cropping are exercised.
+        batch_size: Images per random batch.
+        seed: Seed of the model's initialisation and of the random batches.
         make_batch: ``(task, generator, invalid_fraction) -> RandomBatch`` for target
             kinds that :func:`pixcore.testing.random_batch` cannot invent.
 
@@ -102,6 +104,7 @@ def check_task(
 
         def test_my_task_contract():
             check_task("my_task", {"num_classes": 3}, manager=isolated_manager(my_plugin))
+
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

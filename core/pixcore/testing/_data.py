@@ -23,6 +23,7 @@ class RandomBatch:
         target: The task's target, ``[B, H, W]`` (class masks) or ``[B, C, H, W]``.
         valid: Boolean ``[B, H, W]``, False on the invalid pixels. For class masks the
             same pixels also hold the ignore index.
+
     """
 
     batch: Sample

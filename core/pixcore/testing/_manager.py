@@ -37,6 +37,7 @@ def isolated_manager(
 
         manager = isolated_manager(my_plugin, tiny_backbone=True)
         model = pixcore.build_model("testing/tiny", tasks=["my_task"], manager=manager)
+
     """
     manager = PluginManager(autoload=False, strict=True, builtins=builtins)
     for plugin in plugins:

@@ -274,6 +274,7 @@ class EarlyStopping(Callback):
 
     Evaluations happen every ``trainer.eval_every`` steps, which must be set. Metrics are
     reduced over all ranks, so every rank takes the same decision.
+
     """
 
     def __init__(

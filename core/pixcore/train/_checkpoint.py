@@ -39,13 +39,13 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from torch import nn
+from torch import Tensor, nn
 
 from pixcore._errors import CheckpointError
 
@@ -84,8 +84,8 @@ class RngState:
     in a training step. Restoring them makes a resumed run draw the same numbers.
     """
 
-    torch: torch.Tensor
-    cuda: list[torch.Tensor]
+    torch: Tensor
+    cuda: list[Tensor]
     numpy: list[Any]
     python: list[Any]
 
@@ -95,7 +95,9 @@ class RngState:
         cuda: list[torch.Tensor] = []
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             cuda = list(torch.cuda.get_rng_state_all())
-        kind, keys, *rest = np.random.get_state()
+        # The legacy global generator is always MT19937, whose state is the legacy tuple.
+        legacy = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
+        kind, keys, *rest = legacy
         version, internal, gauss = random.getstate()
         return cls(torch.get_rng_state(), cuda, [kind, keys.tolist(), *rest], [version, list(internal), gauss])
 
@@ -444,10 +446,10 @@ def load_checkpoint(
             state.setdefault(int(pid), {}).update(scalars)
         optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
     if scheduler is not None and "scheduler" in meta:
-        state = dict(meta["scheduler"])
+        scheduler_state = dict(meta["scheduler"])
         if hasattr(scheduler, "lr_lambdas"):  # LambdaLR expects the key, even if all None
-            state.setdefault("lr_lambdas", [None] * len(scheduler.lr_lambdas))
-        scheduler.load_state_dict(state)
+            scheduler_state.setdefault("lr_lambdas", [None] * len(scheduler.lr_lambdas))
+        scheduler.load_state_dict(scheduler_state)
     if restore_rng:
         _rng_state(path, meta, groups["rng"], rank).restore()
     return report

@@ -32,7 +32,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DistributedInfo:
-    """This process's place in the job: ``rank`` of ``world_size``, ``local_rank`` on its node."""
+    """The current process's place in the job: ``rank`` of ``world_size``, ``local_rank`` on its node."""
 
     rank: int = 0
     local_rank: int = 0

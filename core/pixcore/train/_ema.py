@@ -36,7 +36,7 @@ class ModelEMA:
         floating = get_ema_multi_avg_fn(decay)
 
         @torch.no_grad()
-        def average(ema: Sequence[Tensor], current: Sequence[Tensor], n_averaged: Tensor) -> None:
+        def average(ema: Sequence[Tensor], current: Sequence[Tensor], n_averaged: Tensor | int) -> None:
             # AveragedModel groups tensors by dtype: integer groups (counters) are copied.
             if torch.is_floating_point(ema[0]) or torch.is_complex(ema[0]):
                 floating(ema, current, n_averaged)

@@ -215,6 +215,7 @@ def load_pretrained(
 
     Returns:
         The :class:`PretrainedReport` (tensors with another shape are skipped, not loaded).
+
     """
     if part not in ("model", "backbone"):
         raise ConfigError(f"pretrained part {part!r} must be 'model' or 'backbone'")

@@ -27,7 +27,7 @@ import json
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,6 @@ from pixcore.train._data import (
     training_sampler,
 )
 from pixcore.train._distributed import (
-    DistributedInfo,
     all_reduce_mean,
     any_across_ranks,
     barrier,
@@ -239,6 +238,7 @@ class Trainer:
     gradient scaler, else None) and ``ema`` (a :class:`~pixcore.train.ModelEMA` when
     ``config.ema_decay`` is set, else None); ``model`` is always the plain module (not
     wrapped in DDP nor compiled), the one that is saved.
+
     """
 
     def __init__(
@@ -535,7 +535,7 @@ class Trainer:
     def _undo_forward(self, buffers: list[Tensor]) -> None:
         # The forward's BatchNorm statistics go back to before the step, gradients are dropped.
         with torch.no_grad():
-            for buffer, saved in zip(self.model.buffers(), buffers):
+            for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
                 buffer.copy_(saved)
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -548,7 +548,7 @@ class Trainer:
             predictions = {name: value.float() for name, value in predictions.items()}
         return self.model.compute_loss(predictions, batch)
 
-    def _batches(self) -> Iterator[Sample]:
+    def _batches(self) -> Generator[Sample, None, None]:
         # An endless stream over epochs. The order of an epoch depends on (seed, epoch) only,
         # so a resumed run re-creates it and leaves out the batches it already trained on.
         while True:
@@ -591,11 +591,11 @@ class Trainer:
         ])
         numbers = all_reduce_mean(values, self.distributed).tolist()
         row: dict[str, float] = {
-            "step": self.step, "epoch": self.epoch, "lr": self.scheduler.get_last_lr()[0],
+            "step": self.step, "epoch": self.epoch, "lr": float(self.scheduler.get_last_lr()[0]),
             "loss": numbers[0], "skipped": self.skipped_steps,
             "seconds": self._seconds(),
         }
-        row.update(zip(names, numbers[1:]))
+        row.update(zip(names, numbers[1:], strict=True))
         self.history.append(row)
         return row
 
@@ -807,8 +807,8 @@ def make_loaders(
     mismatch is a :class:`pixcore.ConfigError` now, not a ``KeyError`` at the first step.
     A data set without ``target_kinds`` is not checked.
     """
-    from pixcore.model._compose import build_tasks
     from pixcore.data._keys import check_data_keys
+    from pixcore.model._compose import build_tasks
 
     manager = manager or get_plugin_manager()
     data = config.data
@@ -842,8 +842,8 @@ def make_loaders(
         val_set = manager.registry("datasets").create(data.val.name, data.val.params, path="data.val.params")
         check_data_keys(val_set, tasks, where="data.val")
         shard = ShardSampler(len(val_set), rank, world_size) if world_size > 1 else None
-        val_loader = DataLoader(val_set, batch_size=data.val_batch_size or data.batch_size, sampler=shard, num_workers=workers,
-                                pin_memory=pin, collate_fn=collate)
+        val_loader = DataLoader(val_set, batch_size=data.val_batch_size or data.batch_size, sampler=shard,
+                                num_workers=workers, pin_memory=pin, collate_fn=collate)
     return train_loader, val_loader
 
 

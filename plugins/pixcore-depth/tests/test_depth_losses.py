@@ -6,10 +6,9 @@ import math
 from typing import Any
 
 import numpy as np
+import pixcore
 import pytest
 import torch
-
-import pixcore
 from pixcore.testing import check_loss, isolated_manager
 from pixcore_depth import BerHuLoss, GradientMatchingLoss, L1Loss, SILogLoss, SSILoss
 from pixcore_depth import _plugin as depth_plugin

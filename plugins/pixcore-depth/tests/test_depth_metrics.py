@@ -6,10 +6,9 @@ import math
 from typing import Any
 
 import numpy as np
+import pixcore
 import pytest
 import torch
-
-import pixcore
 from pixcore.testing import check_metric, isolated_manager
 from pixcore_depth import DepthErrors
 from pixcore_depth import _plugin as depth_plugin

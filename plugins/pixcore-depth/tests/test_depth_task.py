@@ -7,10 +7,9 @@ import math
 import pickle
 
 import numpy as np
+import pixcore
 import pytest
 import torch
-
-import pixcore
 from pixcore.testing import check_task, isolated_manager
 from pixcore_depth import DepthTask, RelativeDepthTask, turbo
 from pixcore_depth import _plugin as depth_plugin

@@ -6,11 +6,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pixcore
 import pytest
 import torch
 import torch.nn.functional as F
-
-import pixcore
 from pixcore.testing import check_loss, isolated_manager
 from pixcore_normals import AngularLoss, CosineLoss, NormalsL1Loss
 from pixcore_normals import _plugin as normals_plugin

@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pixcore
 import pytest
 import torch
 import torch.nn.functional as F
-
-import pixcore
 from pixcore.testing import check_metric, isolated_manager
 from pixcore_normals import AngularError
 from pixcore_normals import _plugin as normals_plugin

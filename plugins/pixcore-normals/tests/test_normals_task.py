@@ -5,10 +5,9 @@ from __future__ import annotations
 import importlib.metadata
 
 import numpy as np
+import pixcore
 import pytest
 import torch
-
-import pixcore
 from pixcore.testing import check_task, isolated_manager
 from pixcore_normals import NormalsTask
 from pixcore_normals import _plugin as normals_plugin

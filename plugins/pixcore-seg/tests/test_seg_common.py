@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from pixcore_seg._common import argmax_classes, prepare_logits
 
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image as PILImage
-
 from pixcore.data import DatasetError
 from pixcore.targets import ClassMask, Image
 from pixcore.testing import isolated_manager

@@ -7,11 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pixcore
 import pytest
 import torch
 import torch.nn.functional as F
-
-import pixcore
 from pixcore.testing import check_loss, isolated_manager
 from pixcore_seg import (
     CrossEntropyLoss,

@@ -7,15 +7,14 @@ import time
 from typing import Any
 
 import numpy as np
+import pixcore
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
-from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
-
-import pixcore
 from pixcore.testing import check_metric, isolated_manager
 from pixcore_seg import MeanIoU
 from pixcore_seg import _plugin as seg_plugin
+from torch.profiler import ProfilerActivity, profile
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 C, IGNORE = 6, 255
 ABSENT = 4  # never in the ground truth and never predicted

@@ -8,12 +8,11 @@ import socket
 import time
 from pathlib import Path
 
+import pixcore
 import pytest
 import safetensors.torch
 import timm
 import torch
-
-import pixcore
 from pixcore.testing import check_backbone, isolated_manager
 from pixcore_timm import TimmBackbone
 from pixcore_timm import _plugin as timm_plugin

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from pixcore._interfaces import feature_level_groups
 from pixcore_timm import TimmBackbone
 from pixcore_timm import _backbone as timm_backbone

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import pixcore
 import pytest
 import torch
-
-import pixcore
 from pixcore.testing import isolated_manager, make_batch
 
 pytest.importorskip("pixcore_seg")

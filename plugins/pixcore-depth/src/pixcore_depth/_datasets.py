@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-import torch
-from pydantic import BeforeValidator, Field
-
 import pixcore
+import torch
 from pixcore.data import (
     ClassMaskFile,
     DatasetError,
@@ -42,6 +40,7 @@ from pixcore.targets import (
     TargetKind,
     ValidityMask,
 )
+from pydantic import BeforeValidator, Field
 
 __all__ = [
     "KITTI_DEPTH_SCALE",
@@ -139,6 +138,7 @@ class NYUDepthV2(FileDataset):
         intrinsics: Add ``'intrinsics'`` (3x3) to every sample: ``'nyu'`` (the standard
             camera, 640x480 images only) or ``[fx, fy, cx, cy]`` in pixels.
         transform: Applied to every sample (Python only).
+
     """
 
     name = "nyu_depth_v2"
@@ -302,6 +302,7 @@ class KITTIDepth(FileDataset):
             <date>/<drive>/<camera>/data/<frame>.png (first match on the line). Its frames
             are looked up in every split folder of the root.
         transform: Applied to every sample (Python only).
+
     """
 
     name = "kitti_depth"

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import pixcore
 import torch
 from pydantic import Field
 from torch import Tensor
 
-import pixcore
 from pixcore_depth._common import Space, align, dense, select
 
 __all__ = ["BerHuLoss", "GradientMatchingLoss", "L1Loss", "SILogLoss", "SSILoss"]
@@ -70,6 +70,7 @@ class SILogLoss(pixcore.Loss):
         scale: :math:`\alpha > 0`, the factor on the result; BTS and AdaBins use 10.
         sqrt: Take the square root of the log variance (BTS, AdaBins); False gives the
             original loss of Eigen et al. 2014.
+
     """
 
     def __init__(
@@ -134,6 +135,7 @@ class BerHuLoss(pixcore.Loss):
     Args:
         threshold: :math:`c` as a fraction in ``(0, 1]`` of the batch's largest absolute
             residual (0.2 in Laina et al. 2016).
+
     """
 
     def __init__(self, threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2) -> None:
@@ -217,6 +219,7 @@ class SSILoss(pixcore.Loss):
         gradient_weight: Weight :math:`\alpha \ge 0` of a gradient-matching term on the
             aligned residual (MiDaS: 0.5); 0 leaves it out.
         gradient_scales: Scales of the gradient-matching term, 1 to 8 (MiDaS: 4).
+
     """
 
     def __init__(
@@ -287,6 +290,7 @@ class GradientMatchingLoss(pixcore.Loss):
             residual, ``'relative'`` those of the scale-and-shift-aligned residual.
         space: Relative mode only: where the per-image scale and shift are fitted,
             ``'depth'`` or ``'disparity'`` (inverse depth, as MiDaS).
+
     """
 
     def __init__(

@@ -6,11 +6,11 @@ import math
 from collections.abc import Mapping
 from typing import Annotated, ClassVar, Literal
 
+import pixcore
 import torch
 from pydantic import Field
 from torch import Tensor
 
-import pixcore
 from pixcore_depth._common import Space, as_depth_map, masked_median, scale_and_shift, scale_only
 
 __all__ = ["CROPS", "DepthErrors", "crop_box"]
@@ -164,6 +164,7 @@ class DepthErrors(pixcore.Metric):
         silog_lambda: :math:`\lambda` of the silog result, in ``[0, 1]`` (the KITTI
             benchmark uses 1).
         silog_scale: Factor on the silog result, positive (the KITTI benchmark: 100).
+
     """
 
     #: The protocol of the default configuration (set below the class).

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pixcore
+
 from pixcore_depth._datasets import pixcore_datasets as pixcore_datasets  # noqa: F401
 from pixcore_depth._losses import BerHuLoss, GradientMatchingLoss, L1Loss, SILogLoss, SSILoss
 from pixcore_depth._metric import DepthErrors

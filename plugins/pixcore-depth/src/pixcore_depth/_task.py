@@ -7,13 +7,13 @@ from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+import pixcore
 import torch
 import torch.nn.functional as F
+from pixcore.targets import ScalarField
 from pydantic import Field
 from torch import Tensor
 
-import pixcore
-from pixcore.targets import ScalarField
 from pixcore_depth._colormap import turbo
 from pixcore_depth._common import scale_and_shift, usable
 
@@ -76,6 +76,7 @@ class DepthTask(pixcore.Task):
         mode: ``'metric'``: depth in metres (default loss silog); ``'relative'``: depth up
             to a per-image scale and shift (default loss ssi, metric aligned per image).
             None: the class's mode (``'metric'`` for :class:`DepthTask`).
+
     """
 
     target_kind = ScalarField

@@ -8,10 +8,10 @@ gradient path.
 
 from __future__ import annotations
 
+import pixcore
 import torch
 from torch import Tensor
 
-import pixcore
 from pixcore_normals._common import select
 
 __all__ = ["AngularLoss", "CosineLoss", "NormalsL1Loss"]

@@ -6,10 +6,10 @@ import math
 from collections.abc import Mapping
 from typing import ClassVar
 
+import pixcore
 import torch
 from torch import Tensor
 
-import pixcore
 from pixcore_normals._common import select
 
 __all__ = ["AngularError", "BIN_WIDTH_DEG", "THRESHOLDS_DEG"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pixcore
+
 from pixcore_normals._losses import AngularLoss, CosineLoss, NormalsL1Loss
 from pixcore_normals._metric import AngularError
 from pixcore_normals._task import NormalsTask

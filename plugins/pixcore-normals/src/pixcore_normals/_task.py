@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import pixcore
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-
-import pixcore
 from pixcore.targets import UnitVectorField
 from pixcore.viz import normals_to_rgb
+from torch import Tensor
+
 from pixcore_normals._common import usable
 
 __all__ = ["NORMAL_PRIOR", "NormalsTask"]
@@ -40,6 +40,7 @@ class NormalsTask(pixcore.Task):
     Args:
         target_key: Sample key of the normal map.
         valid_key: Sample key of the validity mask.
+
     """
 
     target_kind = UnitVectorField

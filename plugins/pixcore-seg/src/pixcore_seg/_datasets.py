@@ -105,6 +105,7 @@ class VOCSegmentation(FileDataset):
             train_aug.txt); relative to the root or absolute. Lines may also be
             ``'<image path> <label path>'``.
         transform: Applied to every sample (Python only).
+
     """
 
     name = "voc"
@@ -246,6 +247,7 @@ class Cityscapes(FileDataset):
             train ids here; ``'labelTrainIds'``: files already holding train ids (0-18,
             255), as written by cityscapesscripts' createTrainIdLabelImgs.
         transform: Applied to every sample (Python only).
+
     """
 
     name = "cityscapes"
@@ -373,6 +375,7 @@ class ADE20K(FileDataset):
             -> 255 (ignored) and class c -> c - 1. False: 151 classes, 0 = ``'other'`` is a
             class.
         transform: Applied to every sample (Python only).
+
     """
 
     name = "ade20k"
@@ -393,10 +396,10 @@ class ADE20K(FileDataset):
             base = base / "ADEChallengeData2016"
         images_dir = base / "images" / folder
         labels_dir = base / "annotations" / folder
-        for folder in (images_dir, labels_dir):
-            if not folder.is_dir():
+        for directory in (images_dir, labels_dir):
+            if not directory.is_dir():
                 raise DatasetError(
-                    f"ade20k: folder {folder} does not exist. Set `root` to the "
+                    f"ade20k: folder {directory} does not exist. Set `root` to the "
                     f"ADEChallengeData2016 folder, laid out as:\n{ADE20K_LAYOUT}"
                 )
         records = [

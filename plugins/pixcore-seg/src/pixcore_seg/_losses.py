@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
+import pixcore
 import torch
 import torch.nn.functional as F
+from pixcore.targets import DEFAULT_IGNORE_INDEX
 from pydantic import Field
 from torch import Tensor
 
-import pixcore
-from pixcore.targets import DEFAULT_IGNORE_INDEX
 from pixcore_seg._common import prepare_logits
 
 __all__ = [
@@ -99,6 +99,7 @@ class CrossEntropyLoss(pixcore.Loss):
         label_smoothing: :math:`\varepsilon` in ``[0, 1)``: the target puts
             :math:`1 - \varepsilon` on the true class and :math:`\varepsilon / C` on every
             class (Szegedy et al. 2016).
+
     """
 
     def __init__(
@@ -114,6 +115,7 @@ class CrossEntropyLoss(pixcore.Loss):
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
         weight = None if class_weights is None else torch.tensor(class_weights)
+        self.class_weights: Tensor | None
         self.register_buffer("class_weights", weight, persistent=False)
 
     @staticmethod
@@ -173,6 +175,7 @@ class DiceLoss(pixcore.Loss):
         classes: ``"present"``: average over the classes that occur in the kept target
             pixels; ``"all"``: over all C classes, so that absent classes are pushed
             towards zero probability.
+
     """
 
     def __init__(
@@ -245,6 +248,7 @@ class FocalLoss(pixcore.Loss):
             2017 use 2.
         alpha: Optional weight :math:`\alpha_c` per class, in class-id order
             (non-negative). None: all ones.
+
     """
 
     def __init__(
@@ -260,6 +264,7 @@ class FocalLoss(pixcore.Loss):
         self.ignore_index = ignore_index
         self.gamma = gamma
         weight = None if alpha is None else torch.tensor(alpha)
+        self.alpha: Tensor | None
         self.register_buffer("alpha", weight, persistent=False)
 
     @staticmethod
@@ -350,6 +355,7 @@ class LovaszSoftmaxLoss(pixcore.Loss):
             C classes.
         per_image: Compute the loss per image and average over the images that have a
             kept pixel (the paper's image-mIoU variant); False pools the whole batch.
+
     """
 
     def __init__(
@@ -418,6 +424,7 @@ class OhemCrossEntropyLoss(pixcore.Loss):
             OHEMPixelSampler).
         top_k: Keep this fraction (in ``(0, 1]``) of the kept pixels, the ones with the
             largest cross-entropy (needs ``thresh=None``).
+
     """
 
     def __init__(

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, ClassVar, Literal
 
+import pixcore
 import torch
+from pixcore.targets import DEFAULT_IGNORE_INDEX
 from pydantic import Field
 from torch import Tensor
 
-import pixcore
-from pixcore.targets import DEFAULT_IGNORE_INDEX
 from pixcore_seg._common import argmax_classes, as_class_ids, check_class_range
 
 __all__ = ["AverageOver", "MeanIoU"]
@@ -72,6 +72,7 @@ class MeanIoU(pixcore.Metric):
         ignore_index: Target value of unlabelled pixels, never scored (given by the task).
         average_over: Absent-class policy of the class means: ``"nonzero_union"``,
             ``"present_in_target"`` or ``"all_classes"`` (see above).
+
     """
 
     protocol: ClassVar[str] = PROTOCOLS["nonzero_union"]

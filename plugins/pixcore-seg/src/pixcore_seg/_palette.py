@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from pixcore.viz import class_palette, colorize_mask
 
 __all__ = ["colorize", "voc_palette"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pixcore
+
 from pixcore_seg._datasets import pixcore_datasets as pixcore_datasets  # noqa: F401
 from pixcore_seg._losses import (
     CrossEntropyLoss,

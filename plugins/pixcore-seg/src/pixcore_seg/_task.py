@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import numpy as np
+import pixcore
 import torch
+from pixcore.targets import DEFAULT_IGNORE_INDEX, ClassMask
 from pydantic import Field
 from torch import Tensor
 
-import pixcore
-from pixcore.targets import DEFAULT_IGNORE_INDEX, ClassMask
 from pixcore_seg._palette import colorize
 
 __all__ = ["SegmentationTask"]
@@ -39,6 +39,7 @@ class SegmentationTask(pixcore.Task):
         valid_key: Optional boolean sample key of pixels to score. None (the default):
             every labelled pixel counts. A class is defined where depth is not (windows),
             so the depth validity mask is not used unless asked for.
+
     """
 
     target_kind = ClassMask

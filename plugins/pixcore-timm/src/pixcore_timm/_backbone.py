@@ -7,15 +7,14 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
+import pixcore
 import timm
 import torch
 from pydantic import BeforeValidator, Field
-from timm.models import group_parameters
+from timm.models import FeatureInfo, group_parameters
 from torch import Tensor, nn
-
-import pixcore
 
 __all__ = ["DEFAULT_OUT_INDICES", "TimmBackbone"]
 
@@ -139,6 +138,7 @@ class TimmBackbone(pixcore.Backbone):
         in_chans: Input channels.
         freeze: No gradients to the backbone, and it stays in eval mode (frozen norm
             statistics).
+
     """
 
     def __init__(
@@ -200,7 +200,8 @@ class TimmBackbone(pixcore.Backbone):
                 "the state dict of the same timm model (`model.state_dict()`), or set "
                 "`pretrained: false`."
             )
-        info = self.model.feature_info
+        # A features_only timm model carries a FeatureInfo (nn.Module types attributes loosely).
+        info = cast(FeatureInfo, self.model.feature_info)
         self.feature_info = [
             pixcore.FeatureLevel(channels=int(c), stride=int(r))
             for c, r in zip(info.channels(), info.reduction(), strict=True)

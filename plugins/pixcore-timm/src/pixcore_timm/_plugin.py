@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pixcore
+
 from pixcore_timm._namespace import timm_namespace
 
 
