@@ -206,3 +206,13 @@ def test_freeze(backbones: pixcore.Registry) -> None:
 def test_entry_point_is_declared() -> None:
     eps = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="pixcore")}
     assert eps.get("timm") == "pixcore_timm._plugin"
+
+
+def test_loading_the_plugin_does_not_import_timm() -> None:
+    # pixcore reads every entry point at start; timm costs ~0.4 s and only backbones need it.
+    import subprocess
+    import sys
+
+    code = "import sys, pixcore_timm._plugin; print('timm' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
