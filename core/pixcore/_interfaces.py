@@ -147,7 +147,16 @@ class Head(nn.Module, abc.ABC):
     A head factory receives two context arguments from pixcore, ``in_features``
     (the backbone's ``feature_info``) and ``out_channels`` (asked for by the task),
     plus its own validated parameters.
+
+    When every level of the backbone shares one stride (a plain ViT), pixcore gives a
+    head ViTDet's simple feature pyramid (strides 4 to 32 for 16-pixel patches; see
+    :class:`pixcore.model.SimplePyramid`) instead, unless the head class sets
+    :attr:`accepts_single_stride`.
     """
+
+    #: True: the head takes levels that share one stride as they are (DPT resamples them
+    #: itself, a linear probe reads them directly); False: it gets a simple pyramid.
+    accepts_single_stride: ClassVar[bool] = False
 
     @abc.abstractmethod
     def forward(self, features: list[Tensor], size: tuple[int, int]) -> Tensor:
@@ -301,6 +310,14 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def out_channels(self) -> int:
         """Raw channels the head must produce."""
+
+    @property
+    def prediction_channels(self) -> int:
+        """Channels of a decoded prediction; :attr:`out_channels` unless ``decode`` changes them.
+
+        Depth as classification over bins, for example, decodes N bin logits to 1 depth.
+        """
+        return self.out_channels
 
     def decode(self, raw: Tensor) -> Tensor:
         """Raw head output -> prediction (identity by default)."""

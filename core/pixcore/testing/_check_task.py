@@ -69,7 +69,7 @@ def check_task(
     2. :func:`pixcore.build_model` composes it with ``"testing/tiny"`` (registered
        temporarily when the manager lacks it), and a forward pass on uint8 images of an
        odd size (61x83: not a multiple of the stride) gives a finite prediction of exactly
-       ``[B, out_channels, 61, 83]``;
+       ``[B, prediction_channels, 61, 83]``;
     3. the model's loss on a batch with invalid pixels is finite, and backward gives finite,
        non-zero gradients to the backbone; with *every* pixel invalid the loss is exactly
        zero and still backward-able;
@@ -78,7 +78,7 @@ def check_task(
        pixels have no influence, ...);
     6. ``visualize`` of a prediction and of a target, with and without ``valid``, returns
        an ``[H, W, 3]`` uint8 picture;
-    7. ``baseline`` returns a finite ``[out_channels]`` prediction, on which the loss is
+    7. ``baseline`` returns a finite ``[prediction_channels]`` prediction, on which the loss is
        finite.
 
     Args:
@@ -130,12 +130,13 @@ class _TaskModel:
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        """``[B, out_channels, H, W]`` of a prediction."""
+        """``[B, prediction_channels, H, W]`` of a decoded prediction."""
         return (self.data.valid.shape[0], self.channels, *self.size)
 
     def random_prediction(self) -> Tensor:
         """A decoded random prediction of :attr:`shape` (from the check's generator)."""
-        return self.task.decode(torch.randn(self.shape, generator=self.generator)).detach()
+        raw = (self.shape[0], self.task.out_channels, *self.size)
+        return self.task.decode(torch.randn(raw, generator=self.generator)).detach()
 
 
 def _check_task(
@@ -177,13 +178,15 @@ def _check_task_defaults(
 ) -> tuple[str, int]:
     """Step 1: a Task with positive out_channels whose defaults are registered.
 
-    Returns how errors name the task, and its ``out_channels``.
+    Returns how errors name the task, and its ``prediction_channels``.
     """
     task = manager.registry("tasks").create(task_name, params)
     what = f"task {task_name!r} ({type(task).__name__})"
     require(isinstance(task, Task), f"{what} is not a pixcore.Task")
     channels = task.out_channels
     require(isinstance(channels, int) and channels > 0, f"{what}: out_channels = {channels!r}")
+    channels = task.prediction_channels
+    require(isinstance(channels, int) and channels > 0, f"{what}: prediction_channels = {channels!r}")
     for family, kind, names in (
         ("heads", "head", [type(task).default_head]),
         ("losses", "loss", [type(task).default_loss]),
@@ -323,7 +326,7 @@ def _check_pictures(run: _TaskModel) -> None:
 
 
 def _check_baseline(run: _TaskModel, other: RandomBatch, target: Tensor, valid: Tensor) -> None:
-    """Step 7: ``baseline`` gives a finite ``[out_channels]`` prediction with a finite loss."""
+    """Step 7: ``baseline`` gives a finite ``[prediction_channels]`` prediction with a finite loss."""
     what, task, channels = run.what, run.task, run.channels
 
     def pairs() -> Iterator[tuple[Tensor, Tensor]]:

@@ -26,6 +26,15 @@ def test_contract_with_l1_and_caps() -> None:
     )
 
 
+@pytest.mark.parametrize("spacing", ["uniform", "log", "sid"])
+def test_contract_with_bins(spacing: str) -> None:
+    # Bins decode 16 raw channels to 1 depth channel: the contract checks both.
+    check_task(
+        "depth", {"bins": 16, "bin_spacing": spacing, "max_depth": 10.0},
+        manager=isolated_manager(depth_plugin),
+    )
+
+
 def test_entry_point_is_declared() -> None:
     eps = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="pixcore")}
     assert eps.get("depth") == "pixcore_depth._plugin"
