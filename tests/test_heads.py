@@ -314,3 +314,111 @@ def test_fpn_and_upernet_match_segmentation_models_pytorch() -> None:
     assert _conv_flops(lambda: ours_uper(features[2:], (64, 64))) == _conv_flops(
         lambda: classifier(theirs_uper(list(features)))
     )
+
+
+# --------------------------------------------------------------------------------------
+# Single-stride features (plain ViTs): ViTDet's pyramid, DPT's reassemble, DINOv2's probe
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("count", "factors"), [
+    (4, [4.0, 2.0, 1.0, 0.5]), (3, [2.0, 1.0, 0.5]), (2, [1.0, 0.5]), (1, [0.5]),
+    (7, [4.0, 4.0, 2.0, 2.0, 1.0, 1.0, 0.5]),
+])
+def test_pyramid_factors(count: int, factors: list[float]) -> None:
+    from pixcore.model._pyramid import pyramid_factors
+
+    assert pyramid_factors(count) == factors
+
+
+@pytest.mark.parametrize(("patch", "strides"), [(16, [4, 8, 16, 32]), (14, [4, 7, 14, 28])])
+def test_simple_pyramid_follows_vitdet(patch: int, strides: list[int]) -> None:
+    from pixcore.model import SimplePyramid
+
+    neck = SimplePyramid([L(64, patch)] * 4)
+    # ViTDet: channels halve per x2 step; max pooling keeps them.
+    assert [(f.channels, f.stride) for f in neck.feature_info] == list(zip([16, 32, 64, 64], strides, strict=True))
+    tokens = [torch.randn(2, 64, 5, 7) for _ in range(4)]
+    out = neck(tokens)
+    assert [tuple(o.shape[-2:]) for o in out] == [(20, 28), (10, 14), (5, 7), (3, 4)]
+    assert out[2] is tokens[2]  # x1 is the level itself
+    torch.testing.assert_close(out[3], F.max_pool2d(tokens[3], 2, ceil_mode=True))
+    up = neck.resample[0]
+    assert [type(m).__name__ for m in up] == ["ConvTranspose2d", "GroupNorm", "GELU", "ConvTranspose2d"]
+
+
+def test_dpt_reassembles_single_stride_levels_to_four_strides() -> None:
+    head = build("dpt", [L(12, 16)] * 4, channels=8)
+    # DPT (Ranftl et al. 2021): x4 and x2 by transposed convs with kernel = stride, x1/2 by a
+    # 3x3 stride-2 conv; a pyramid backbone's levels are only projected.
+    kinds = [[type(m).__name__ for m in r] for r in head.reassemble]
+    assert kinds == [["Conv2d", "ConvTranspose2d"], ["Conv2d", "ConvTranspose2d"], ["Conv2d"], ["Conv2d", "Conv2d"]]
+    assert [r[1].stride for r in head.reassemble if len(r) > 1] == [(4, 4), (2, 2), (2, 2)]
+    features = [torch.randn(1, 12, 6, 8) for _ in range(4)]
+    sizes = [tuple(r(f).shape[-2:]) for r, f in zip(head.reassemble, features, strict=True)]
+    assert sizes == [(24, 32), (12, 16), (6, 8), (3, 4)]
+    assert head(features, (96, 128)).shape == (1, 3, 96, 128)
+    pyramid = build("dpt", [L(12, 4), L(12, 8)], channels=8)
+    assert [len(r) for r in pyramid.reassemble] == [1, 1]
+
+
+def test_linear_head_with_batch_norm_is_dinov2s_bn_head() -> None:
+    levels = [L(6, 14)] * 4  # lin.4: four blocks at one stride
+    head = build("linear", levels, out_channels=2, batch_norm=True)
+    with torch.no_grad():
+        head.output.weight.normal_()
+        for norm in head.norms:
+            norm.running_mean.normal_()
+            norm.running_var.uniform_(0.5, 2.0)
+    head.eval()
+    features = [torch.randn(2, 6, 5, 7) for _ in levels]
+    # Reference: DINOv2's BNHead, concatenate, BatchNorm over the concatenation, 1x1 conv.
+    stacked = torch.cat(features, dim=1)
+    mean = torch.cat([n.running_mean for n in head.norms])
+    var = torch.cat([n.running_var for n in head.norms])
+    normed = (stacked - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + 1e-5)
+    logits = torch.einsum("oc,bchw->bohw", head.output.weight[:, :, 0, 0], normed)
+    expected = F.interpolate(logits + head.output.bias.view(1, -1, 1, 1), size=(70, 98), mode="bilinear")
+    with torch.no_grad():
+        torch.testing.assert_close(head(features, (70, 98)), expected, rtol=1e-4, atol=1e-5)
+
+
+class _SingleStrideBackbone(pixcore.Backbone):
+    """Four levels at stride 16, like a plain ViT."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feature_info = [L(8, 16)] * 4
+        self.proj = nn.Conv2d(3, 32, 16, stride=16)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.proj(x).chunk(4, dim=1))
+
+
+class _SingleStridePlugin:
+    @pixcore.hookimpl
+    def pixcore_backbones(self) -> list[pixcore.Component]:
+        return [pixcore.Component("single-stride", _SingleStrideBackbone)]
+
+
+def test_pyramid_heads_get_the_simple_pyramid_and_the_others_the_levels() -> None:
+    manager = isolated_manager(_SingleStridePlugin(), "pixcore_seg._plugin")
+    tasks = {head: {"task": "segmentation", "params": {"num_classes": 3}, "head": {"name": head, "params": small(head)}}
+             for head in HEADS}
+    model = pixcore.build_model("single-stride", tasks=tasks, manager=manager)
+    assert model.neck_heads == {"fpn", "deeplabv3plus", "upernet"}
+    for name in ("fpn", "deeplabv3plus", "upernet"):
+        assert [f.stride for f in model.heads[name].in_features] == [4, 8, 16, 32]
+    for name in ("linear", "dpt"):
+        assert [f.stride for f in model.heads[name].in_features] == [16] * 4
+    calls: list[int] = []
+    model.neck.register_forward_hook(lambda *_: calls.append(1))
+    out = model(torch.randint(0, 256, (2, 3, 61, 83), dtype=torch.uint8))
+    assert calls == [1]  # one pyramid for every head that reads it
+    assert all(o.shape == (2, 3, 61, 83) for o in out.values())
+    # A pyramid backbone gets no neck at all.
+    cnn = pixcore.build_model(
+        "testing/tiny", tasks={"s": {"task": "segmentation", "params": {"num_classes": 3}}},
+        manager=isolated_manager("pixcore_seg._plugin", tiny_backbone=True),
+    )
+    assert cnn.neck is None and "neck" not in dict(cnn.named_children())

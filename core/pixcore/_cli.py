@@ -17,7 +17,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, cast
 
-from pixcore._errors import PixcoreError
+from pixcore._errors import ConfigError, PixcoreError
 
 __all__ = ["DEBUG_ENV", "main"]
 
@@ -241,6 +241,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from pixcore.plugin._registry import FAMILIES
 
     manager = get_plugin_manager()
+    if args.check:
+        return _check_backbone(args)
     families = [args.family] if args.family else list(FAMILIES)
     for family in families:
         registry = manager.registry(family)
@@ -251,6 +253,36 @@ def _cmd_list(args: argparse.Namespace) -> int:
         if len(names) > args.limit:
             print(f"  ... {len(names) - args.limit} more (use --limit)")
     return 0
+
+
+def _check_backbone(args: argparse.Namespace) -> int:
+    from pixcore.model._support import DEFAULT_CHECK_SIZES, check_support
+
+    if args.family not in (None, "backbones"):
+        raise ConfigError(f"--check checks a backbone; use `pixcore list backbones --check NAME`, not {args.family!r}")
+    sizes = DEFAULT_CHECK_SIZES if args.sizes is None else tuple(_size(text) for text in args.sizes.split(","))
+    report = check_support(args.check, params=_backbone_params(args.set or []), sizes=sizes)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def _size(text: str) -> tuple[int, int]:
+    height, sep, width = text.strip().lower().partition("x")
+    if not (sep and height.isdigit() and width.isdigit() and int(height) > 0 and int(width) > 0):
+        raise ConfigError(f"--sizes: {text!r} is not HEIGHTxWIDTH (e.g. 97x130)")
+    return int(height), int(width)
+
+
+def _backbone_params(items: list[str]) -> dict[str, object]:
+    import yaml
+
+    params: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected PARAM=VALUE, e.g. --set size_policy=resize")
+        params[key] = yaml.safe_load(value)
+    return params
 
 
 def _cmd_new_plugin(args: argparse.Namespace) -> int:
@@ -335,6 +367,12 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("family", nargs="?", choices=FAMILIES)
     listing.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'timm/resnet*'")
     listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--check", metavar="NAME",
+                         help="build backbone NAME and report the input sizes and heads it works with")
+    listing.add_argument("--sizes", metavar="HxW,...",
+                         help="with --check: the sizes to try (default: 32x32 to 1024x768)")
+    listing.add_argument("--set", action="append", metavar="PARAM=VALUE",
+                         help="with --check: a backbone parameter (repeatable)")
     listing.set_defaults(func=_cmd_list)
 
     new_plugin = sub.add_parser(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,8 +13,10 @@ from torch import Tensor, nn
 from pixcore._config import ComponentConfig, ModelConfig, TaskConfig, validate_config
 from pixcore._errors import ConfigError
 from pixcore._interfaces import Backbone, Head, Loss, Metric, Task, TaskWeighting
+from pixcore.model._pyramid import SimplePyramid, is_single_stride
 from pixcore.model._weighting import FixedWeighting
 from pixcore.plugin._manager import PluginManager, get_plugin_manager
+from pixcore.plugin._params import _unwrap
 
 __all__ = ["MultiTaskModel", "TaskBinding", "build_model", "build_model_from_config", "build_tasks"]
 
@@ -46,6 +48,12 @@ class MultiTaskModel(nn.Module):
     ``weighting`` (a :class:`pixcore.TaskWeighting`) combines the task losses in
     :meth:`compute_loss`; it is a submodule, so learnable weights are trained and saved
     with the model. Default: the ``fixed`` weighting with each binding's ``weight``.
+
+    ``neck`` (optional) turns the backbone's features into the input of the heads named in
+    ``neck_heads``; :func:`build_model_from_config` adds ViTDet's simple pyramid
+    (:class:`pixcore.model.SimplePyramid`) for heads that need multi-scale features when
+    the backbone gives every level at one stride. It runs once per forward, whatever the
+    number of heads reading it.
     """
 
     mean: Tensor  # buffers, registered in __init__
@@ -59,9 +67,13 @@ class MultiTaskModel(nn.Module):
         bindings: Mapping[str, TaskBinding],
         config: ModelConfig,
         weighting: TaskWeighting | None = None,
+        neck: nn.Module | None = None,
+        neck_heads: Collection[str] = (),
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.neck = neck
+        self.neck_heads = frozenset(neck_heads) if neck is not None else frozenset()
         self.heads = nn.ModuleDict(dict(heads))
         self.losses = nn.ModuleDict(dict(losses))
         self.bindings = dict(bindings)
@@ -94,9 +106,12 @@ class MultiTaskModel(nn.Module):
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         features = self.backbone(x)
+        pyramid = self.neck(features) if self.neck is not None else features
         size = (x.shape[-2], x.shape[-1])
         return {
-            name: self.bindings[name].task.decode(head(features, size)[..., :height, :width])
+            name: self.bindings[name].task.decode(
+                head(pyramid if name in self.neck_heads else features, size)[..., :height, :width]
+            )
             for name, head in self.heads.items()
         }
 
@@ -178,16 +193,24 @@ def build_model_from_config(
     heads: dict[str, Head] = {}
     losses: dict[str, Loss] = {}
     bindings: dict[str, TaskBinding] = {}
+    neck: SimplePyramid | None = None
+    neck_heads: list[str] = []
     for key, task_config in config.tasks.items():
         where = f"{path}.tasks.{key}"
         task = _create_task(manager, key, task_config, path)
         context = task.context()
         head_config = task_config.head or ComponentConfig(name=type(task).default_head)
+        in_features = backbone.feature_info
+        if is_single_stride(in_features) and not _accepts_single_stride(manager, head_config.name):
+            # A plain transformer's levels share one stride; pyramid decoders get ViTDet's pyramid.
+            neck = neck or SimplePyramid(in_features)
+            in_features = neck.feature_info
+            neck_heads.append(key)
         heads[key] = manager.registry("heads").create(
             head_config.name,
             head_config.params,
             path=f"{where}.head.params",
-            context={**context, "in_features": backbone.feature_info, "out_channels": task.out_channels},
+            context={**context, "in_features": in_features, "out_channels": task.out_channels},
         )
         loss_config = task_config.loss or ComponentConfig(name=type(task).default_loss)
         losses[key] = manager.registry("losses").create(
@@ -212,7 +235,16 @@ def build_model_from_config(
             f"{path}.weighting: {config.weighting.name!r} created a {type(weighting).__name__}, "
             "not a pixcore.TaskWeighting"
         )
-    return MultiTaskModel(backbone, heads, losses, bindings, config, weighting)
+    return MultiTaskModel(backbone, heads, losses, bindings, config, weighting, neck, neck_heads)
+
+
+def _accepts_single_stride(manager: PluginManager, head_name: str) -> bool:
+    """Whether a head takes single-stride levels as they are (:attr:`pixcore.Head.accepts_single_stride`)."""
+    try:
+        factory = _unwrap(manager.registry("heads").get(head_name).factory)
+    except Exception:  # an unknown head: create() below names it and what exists
+        return True
+    return bool(getattr(factory, "accepts_single_stride", False))
 
 
 def build_model(

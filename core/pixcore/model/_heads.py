@@ -9,11 +9,17 @@ serves any task. Registered names:
 name               design                                                 source
 =================  =====================================================  ====================
 ``fpn``            FPN + per-level conv/upsampling stages, summed         Kirillov et al. 2019
-``linear``         one 1x1 conv over every level (a linear probe)         --
+``linear``         one 1x1 conv over every level (a linear probe)         Oquab et al. 2023
 ``deeplabv3plus``  ASPP on the coarsest level + skip from the finest      Chen et al. 2018
 ``upernet``        pyramid pooling on the coarsest level + FPN + fusion   Xiao et al. 2018
-``dpt``            per-level projection, residual fusion coarse to fine   Ranftl et al. 2021
+``dpt``            reassemble to 4 strides, residual fusion coarse to     Ranftl et al. 2021
+                   fine
 =================  =====================================================  ====================
+
+Single-stride backbones (plain ViTs: every level at the patch stride): ``dpt`` resamples
+the levels itself, as DPT's reassemble stage does, and ``linear`` reads them as they are
+(DINOv2's linear probes); ``fpn``, ``deeplabv3plus`` and ``upernet`` get ViTDet's simple
+feature pyramid (Li et al. 2022) from the model (:mod:`pixcore.model._pyramid`).
 
 Every head works with any number of levels (one or more) and any strides: maps are
 resized to the exact size of the map they meet, never by a fixed factor, so odd strides
@@ -42,6 +48,7 @@ from torch import Tensor, nn
 
 from pixcore._errors import ConfigError
 from pixcore._interfaces import FeatureLevel, Head
+from pixcore.model._pyramid import is_single_stride, pyramid_factors
 
 __all__ = [
     "DPTHead",
@@ -264,22 +271,34 @@ class LinearHead(_PyramidHead):
     channels are upsampled instead of the (many) feature channels: the same function as
     concatenating first, for a fraction of the time and memory.
 
+    DINOv2's linear heads (Oquab et al. 2023, section 7; its ``BNHead``): BatchNorm over
+    the concatenated features, then the 1x1 conv (``batch_norm: true``). BatchNorm is per
+    channel, so normalising each level before the split conv is the same function. With
+    ``probe: lin.1`` or ``lin.4`` on a ``timm/`` ViT this is the "lin. 1" / "lin. 4" protocol.
+    Levels that share one stride (a plain ViT) are read as they are.
+
     Args:
         in_features: The backbone's feature contract (given by pixcore).
         out_channels: Raw output channels (given by the task).
+        batch_norm: BatchNorm over the features before the linear layer (DINOv2's head).
 
     """
 
     name = "linear"
+    accepts_single_stride = True
 
-    def __init__(self, in_features: list[FeatureLevel], out_channels: Channels) -> None:
+    def __init__(self, in_features: list[FeatureLevel], out_channels: Channels, batch_norm: bool = False) -> None:
         super().__init__(in_features)
         self.splits = [f.channels for f in self.in_features]
+        self.norms = nn.ModuleList(
+            nn.BatchNorm2d(c) if batch_norm else nn.Identity() for c in self.splits
+        )
         self.output = nn.Conv2d(sum(self.splits), out_channels, 1)
         _init_output(self.output)
 
     def forward(self, features: list[Tensor], size: tuple[int, int]) -> Tensor:
         self._check(features)
+        features = [norm(f) for norm, f in zip(self.norms, features, strict=True)]
         finest = features[0].shape[-2:]
         weights = torch.split(self.output.weight, self.splits, dim=1)
         out = F.conv2d(features[0], weights[0], self.output.bias)
@@ -540,13 +559,29 @@ class _FusionBlock(nn.Module):
         return self.project(self.refine(x))
 
 
+def _resample(channels: int, factor: float) -> list[nn.Module]:
+    """DPT's reassemble resampling by ``factor`` (4, 2, 1 or 1/2) at a fixed width."""
+    if factor > 1:
+        return [nn.ConvTranspose2d(channels, channels, int(factor), stride=int(factor))]
+    if factor < 1:
+        return [nn.Conv2d(channels, channels, 3, stride=round(1 / factor), padding=1)]
+    return []
+
+
 class DPTHead(_PyramidHead):
     """DPT's convolutional decoder (Ranftl et al. 2021, "Vision Transformers for Dense Prediction").
 
-    Reassemble: every level is projected to ``channels``; CNN features have no tokens to
-    reassemble, so this is a 1x1 conv. Fusion: RefineNet-style blocks (Lin et al. 2017)
-    from the coarsest level to the finest, each adding the coarser result, upsampled
-    bilinearly to this level's exact size, to its level through residual conv units.
+    Reassemble: every level is projected to ``channels`` by a 1x1 conv. Levels that share
+    one stride (a plain ViT's blocks) are then resampled as in DPT, by factors 4, 2, 1 and
+    1/2 (strides 4, 8, 16, 32 for 16-pixel patches): transposed convs with kernel = stride
+    up, a 3x3 stride-2 conv down. DPT projects to per-level widths first (96 to 768 for
+    ViT-B) and to ``channels`` after resampling; here one width serves both. A pyramid
+    backbone's levels (CNNs, Swin) are at their strides already and are only projected.
+    DPT's "project" readout of the class token is ``class_token: true`` on the backbone
+    (the token concatenated to every patch token, then this projection).
+    Fusion: RefineNet-style blocks (Lin et al. 2017) from the coarsest level to the
+    finest, each adding the coarser result, upsampled bilinearly to this level's exact
+    size, to its level through residual conv units.
     Output head (DPT's depth head): 3x3 conv + norm + ReLU to ``channels / 2``, bilinear
     2x upsampling (at most to the input size), 3x3 conv + norm + ReLU to
     ``head_channels``, a 1x1 output layer, and bilinear upsampling to the input size.
@@ -566,6 +601,7 @@ class DPTHead(_PyramidHead):
     """
 
     name = "dpt"
+    accepts_single_stride = True
 
     def __init__(
         self,
@@ -578,8 +614,10 @@ class DPTHead(_PyramidHead):
     ) -> None:
         super().__init__(in_features)
         width, count = channels, len(self.in_features)
+        factors = pyramid_factors(count) if is_single_stride(self.in_features) else [1.0] * count
         self.reassemble = nn.ModuleList(
-            nn.Conv2d(f.channels, width, 1, bias=False) for f in self.in_features
+            nn.Sequential(nn.Conv2d(f.channels, width, 1, bias=False), *_resample(width, factor))
+            for f, factor in zip(self.in_features, factors, strict=True)
         )
         # fusion[i] serves level i; the coarsest (last) has no coarser input.
         self.fusion = nn.ModuleList(

@@ -150,7 +150,19 @@ def evaluate(
             for metric in metrics[name].values():
                 metric.update(predictions[name].float(), target, valid)
     model.train(was_training)
-    return _collect(metrics)
+    results = _collect(metrics)
+    features = _feature_protocol(model)
+    if features:  # e.g. "DINOv2 lin.4": how the features were read is part of the result
+        for values in results.values():
+            values["protocol"]["features"] = features
+    return results
+
+
+def _feature_protocol(model: nn.Module) -> str:
+    """The backbone's ``protocol`` (a probing protocol such as DINOv2's lin.4), or ""."""
+    inner = getattr(model, "model", model)  # a Predictor wraps the model
+    backbone = getattr(inner, "backbone", None) or getattr(model, "backbone", None)
+    return str(getattr(backbone, "protocol", "") or "")
 
 
 def _collect(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
