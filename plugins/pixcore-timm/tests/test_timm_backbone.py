@@ -103,12 +103,18 @@ def test_parameters_are_validated(backbones: pixcore.Registry) -> None:
         backbones.create("timm/resnet18", {"drop_path_rate": 2.0})
 
 
-def test_pretrained_true_is_refused_with_instructions(
-    backbones: pixcore.Registry, offline: None
+def test_pretrained_true_without_cached_weights_is_explained(
+    backbones: pixcore.Registry, offline: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    with pytest.raises(pixcore.ConfigError, match="never downloads") as info:
+    # Loading from the caches: test_timm_pretrained_offline.py.
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("TIMM_USE_OLD_CACHE", raising=False)
+    with pytest.raises(pixcore.ConfigError, match="not in the local caches, and pixcore never downloads") as info:
         backbones.create("timm/resnet18", {"pretrained": True})
-    assert "`pretrained`" in str(info.value) and ".safetensors" in str(info.value)
+    message = str(info.value)
+    assert str(tmp_path / "hub" / "models--timm--resnet18.a1_in1k") in message
+    assert "timm.create_model('resnet18.a1_in1k', pretrained=True)" in message and "`pretrained`" in message
     with pytest.raises(pixcore.ConfigError, match="does not exist"):
         backbones.create("timm/resnet18", {"pretrained": "/no/such/weights.safetensors"})
 

@@ -4,70 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
+import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 import pixcore
 import timm
 import torch
-from pydantic import BeforeValidator, Field
+import torch.nn.functional as F
+from pydantic import Field
 from timm.models import FeatureInfo, group_parameters
+from timm.models._features import FeatureGetterNet
 from torch import Tensor, nn
 
-__all__ = ["DEFAULT_OUT_INDICES", "TimmBackbone"]
+from pixcore_timm._families import SIZE_POLICIES, Architecture, SizePolicy, architecture, family_policy
+from pixcore_timm._hub import Pretrained, Weights, resolve_weights
+
+__all__ = ["DEFAULT_OUT_INDICES", "PROBES", "TimmBackbone"]
 
 #: The last four feature levels: strides 4, 8, 16 and 32 for CNNs.
 DEFAULT_OUT_INDICES = (-4, -3, -2, -1)
-
-
-def _path_to_str(value: object) -> object:
-    return os.fspath(value) if isinstance(value, os.PathLike) else value
-
-
-#: ``pretrained``: False, or a local weights file (a path object is taken as its string).
-Pretrained = Annotated[bool | str, BeforeValidator(_path_to_str)]
-
-
-def _weights_file(model_name: str, pretrained: bool | str) -> Path | None:
-    if pretrained is False:
-        return None
-    if pretrained is True:
-        raise pixcore.ConfigError(
-            f"timm/{model_name}: pretrained=True would download weights, and pixcore never "
-            "downloads anything. Fetch the weights once yourself (for example "
-            f"`timm.create_model({model_name!r}, pretrained=True)` on a machine with network "
-            "access, then `safetensors.torch.save_file(model.state_dict(), "
-            f"'{model_name}.safetensors')`), and pass the local file as the backbone parameter "
-            f"`pretrained`: {{name: timm/{model_name}, params: {{pretrained: "
-            f"/path/to/{model_name}.safetensors}}}}."
-        )
-    path = Path(pretrained).expanduser()
-    if not path.is_file():
-        raise pixcore.ConfigError(
-            f"timm/{model_name}: pretrained weights file {str(path)!r} does not exist (or is not a "
-            "file). `pretrained` takes a local .safetensors file or torch checkpoint, or false."
-        )
-    _check_readable(model_name, path)
-    return path
-
-
-def _check_readable(model_name: str, path: Path) -> None:
-    """Read ``path`` with the reader of ``model.pretrained`` before timm reads it.
-
-    That reader names the file and what is wrong with it (empty, truncated, not safetensors,
-    a pickle that would run code); timm's own would fail with a parser's traceback.
-    """
-    from pixcore.train import read_state_dict  # lazy: listing must stay fast
-
-    try:
-        read_state_dict(path)
-    except pixcore.CheckpointError as error:
-        raise pixcore.CheckpointError(
-            f"timm/{model_name}: cannot use the `pretrained` weights file: {error}. Give a "
-            ".safetensors file or torch checkpoint of this architecture, or `pretrained: false`."
-        ) from None
 
 
 class _MissingKeys(logging.Handler):
@@ -111,33 +67,58 @@ def _missing_keys() -> Iterator[_MissingKeys]:
 
 
 class TimmBackbone(pixcore.Backbone):
-    """Any timm model, built with ``features_only=True``, as a multi-scale backbone.
+    """Any timm model that timm can build as a feature extractor, at any input size.
 
-    ``feature_info`` comes from timm's own feature metadata (``channels()`` and
-    ``reduction()``). Pretrained weights are loaded only from a local file. pixcore's
-    reader of ``model.pretrained`` reads it first, so that a damaged file is named and
-    described; then timm loads it through its file override
-    (``pretrained_cfg_overlay={"file": ...}``), which reads ``.safetensors`` with
-    safetensors and anything else with ``torch.load(..., weights_only=True)``; a
-    checkpoint of the full classifier or of the feature extractor both work, and
-    ``in_chans`` other than 3 adapts the stem as timm does.
-    Every weight of the feature extractor must come from the file: timm loads feature
-    extractors non-strictly and only logs what is missing, so that report is turned
-    into a :class:`pixcore.ConfigError` instead of leaving layers silently random.
+    Hierarchical models (CNNs, Swin, ConvNeXt...) are built with ``features_only=True`` and
+    return the last four levels by default (strides 4 to 32 for most). Plain transformers
+    (ViT, DeiT, EVA-02, DINOv2/v3, SigLIP, SAM's ViT...), whose blocks all work at the patch
+    stride, are read through timm's intermediate-feature API (``forward_intermediates``):
+    four evenly spaced blocks by default, as DPT takes them (blocks 2, 5, 8 and 11 of 12),
+    after the model's final norm, as DINOv2's dense evaluations take them. Channels-last
+    outputs (Swin, MambaOut...) are returned NCHW. ``feature_info`` is each level's true
+    channels and stride.
+
+    Input sizes (``size_policy``; see docs/backbones.md): ``auto`` picks what the model's
+    family needs. ``stride``: any multiple of the coarsest stride (pixcore pads to it);
+    families with ``dynamic_img_size`` (ViTs, EVA, Swin) are built with it, so their
+    position embeddings are interpolated to the size at hand. ``native_multiple``: the image
+    is padded to a multiple of the model's native size, as window-partitioned models
+    (HaloNet) need, and the features cropped back.
+    ``resize``: the image is resized to the native size and every feature map to the size
+    the contract promises (models with position tables of one size: BEiT, CaiT, LeViT,
+    Hiera, MViTv2, MaxViT, GCViT...).
+
+    Pretrained weights never come from the network: ``pretrained`` is a local file, or
+    True / a tag for weights already in the local Hugging Face hub cache or timm's cache
+    (see :func:`pixcore_timm._hub.resolve_weights`). Every weight the extractor uses must
+    come from the file: timm loads feature extractors non-strictly and only logs what is
+    missing, so that report is turned into a :class:`pixcore.ConfigError` instead of
+    leaving layers silently random.
 
     Args:
         model_name: A timm model name, optionally with a pretrained tag
-            (``"resnet18"``, ``"convnext_atto.d2_in1k"``).
-        pretrained: False: random initialisation. A path: load weights from that local
-            file (.safetensors, or a torch checkpoint loaded with weights_only). True is
-            refused: pixcore never downloads.
-        out_indices: timm feature levels to return; None: the last four (strides 4..32 for
-            CNNs).
+            (``"resnet18"``, ``"vit_small_patch14_dinov2.lvd142m"``).
+        pretrained: False: random initialisation. True: the weights of the name's tag (or
+            timm's default tag) from the local caches. A tag (``"lvd142m"``): that tag's
+            weights from the caches. A path: a local .safetensors file or torch checkpoint.
+        out_indices: Feature levels (hierarchical models) or blocks (plain transformers) to
+            return; negative counts from the end. None: the last four levels, or four evenly
+            spaced blocks.
         drop_path_rate: Stochastic depth rate in ``[0, 1)`` (only passed to timm when
             non-zero).
         in_chans: Input channels.
         freeze: No gradients to the backbone, and it stays in eval mode (frozen norm
             statistics).
+        size_policy: ``auto``, ``stride``, ``native_multiple`` or ``resize`` (above).
+        class_token: Plain transformers: concatenate the class token to every patch token
+            of each level (DINOv2's linear probes); doubles the channels. Register and
+            distillation tokens are always dropped.
+        final_norm: Plain transformers: apply the model's final norm to each returned block
+            (DINOv2 and Depth Anything do; the original DPT does not).
+        probe: A dense-probing protocol of DINOv2 (Oquab et al. 2023, section 7): ``lin.1``
+            (the last block, with the class token) or ``lin.4`` (the last four blocks, each
+            with the class token); pair it with the ``linear`` head and ``batch_norm: true``.
+            Sets ``out_indices`` and ``class_token``; plain transformers only.
 
     """
 
@@ -149,66 +130,54 @@ class TimmBackbone(pixcore.Backbone):
         drop_path_rate: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0,
         in_chans: Annotated[int, Field(ge=1)] = 3,
         freeze: bool = False,
+        size_policy: Literal["auto", "stride", "native_multiple", "resize"] = "auto",
+        class_token: bool = False,
+        final_norm: bool = True,
+        probe: Literal["lin.1", "lin.4"] | None = None,
     ) -> None:
         super().__init__()
         self.model_name = model_name
         self.freeze = freeze
-        weights = _weights_file(model_name, pretrained)
-        indices = DEFAULT_OUT_INDICES if out_indices is None else tuple(out_indices)
-        kwargs: dict[str, Any] = {
-            "features_only": True,
-            "out_indices": indices,
-            "in_chans": in_chans,
-            "pretrained": weights is not None,
-        }
+        self.probe = probe
+        if probe is not None:
+            out_indices, class_token = PROBES[probe], True
+        weights = resolve_weights(model_name, pretrained)
+        timm_name = weights.model_name if weights is not None else model_name
+        arch = _architecture(timm_name)
+        self.tokens = arch.single_stride and arch.intermediates
+        _check_token_options(model_name, arch, self.tokens, class_token, probe)
+        self.class_token = class_token
+        indices = _default_indices(arch) if out_indices is None else tuple(out_indices)
+        kwargs: dict[str, Any] = {"in_chans": in_chans}
         if drop_path_rate > 0:
             kwargs["drop_path_rate"] = drop_path_rate
-        if weights is not None:
-            kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
-        try:
-            with _missing_keys() as missing:
-                self.model = timm.create_model(model_name, **kwargs)
-        except (IndexError, AssertionError, ValueError) as error:
-            if out_indices is None:
-                hint = (
-                    f"by default the last four feature levels {DEFAULT_OUT_INDICES} are taken; "
-                    "set `out_indices` for models with fewer levels"
-                )
-            else:
-                hint = f"check `out_indices` {indices}"
-            raise pixcore.ConfigError(
-                f"timm/{model_name}: timm could not build the feature extractor "
-                f"({type(error).__name__}: {error}); {hint}."
-            ) from error
-        except (RuntimeError, KeyError, FileNotFoundError) as error:
-            if weights is None:
-                raise
-            raise pixcore.ConfigError(
-                f"timm/{model_name}: cannot load pretrained weights from {str(weights)!r} "
-                f"({type(error).__name__}: {error}). The file must hold a state dict of this "
-                "architecture (.safetensors, or a torch checkpoint readable with "
-                "weights_only=True)."
-            ) from error
-        absent = missing.used_by(self.model)
-        if absent:
-            shown = ", ".join(absent[:8])
-            if len(absent) > 8:
-                shown += f" and {len(absent) - 8} more"
-            raise pixcore.ConfigError(
-                f"timm/{model_name}: the weights file {str(weights)!r} does not fit this "
-                f"architecture: it lacks {len(absent)} weight(s) of the backbone ({shown}). Save "
-                "the state dict of the same timm model (`model.state_dict()`), or set "
-                "`pretrained: false`."
-            )
-        # A features_only timm model carries a FeatureInfo (nn.Module types attributes loosely).
+        if arch.dynamic_size:
+            kwargs["dynamic_img_size"] = True
+        self.model = _build(timm_name, weights, indices, kwargs, self.tokens, final_norm, out_indices)
         info = cast(FeatureInfo, self.model.feature_info)
+        channels = [int(c) * (2 if class_token else 1) for c in info.channels()]
         self.feature_info = [
-            pixcore.FeatureLevel(channels=int(c), stride=int(r))
-            for c, r in zip(info.channels(), info.reduction(), strict=True)
+            pixcore.FeatureLevel(channels=c, stride=int(r))
+            for c, r in zip(channels, info.reduction(), strict=True)
         ]
+        self.channels_last = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
+        self.size_policy: SizePolicy = (
+            family_policy(arch.family, arch.dynamic_size) if size_policy == "auto" else size_policy
+        )
+        self.native_size = arch.native_size
+        self.protocol = _protocol(probe, cast(FeatureGetterNet, self.model)) if probe else ""
         if self.freeze:
             self.model.requires_grad_(False)
             self.model.eval()
+
+    @staticmethod
+    def check_params(probe: str | None, out_indices: tuple[int, ...] | None, class_token: bool) -> None:
+        """``probe`` sets ``out_indices`` and ``class_token``: give one or the other."""
+        if probe is not None and (out_indices is not None or class_token):
+            raise ValueError(
+                f"`probe: {probe}` sets out_indices {PROBES[probe]} and class_token true; "
+                "leave out `out_indices` and `class_token`, or drop `probe`"
+            )
 
     def train(self, mode: bool = True) -> TimmBackbone:
         """Switch train/eval mode; a frozen backbone always stays in eval mode."""
@@ -218,7 +187,62 @@ class TimmBackbone(pixcore.Backbone):
         return self
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        return list(self.model(x))
+        height, width = x.shape[-2:]
+        try:
+            features = self._features(self._fit(x))
+        except (RuntimeError, AssertionError, IndexError) as error:
+            if isinstance(error, torch.OutOfMemoryError):
+                raise
+            raise pixcore.ConfigError(self._size_error(height, width, error)) from error
+        if self.channels_last:
+            features = [f.permute(0, 3, 1, 2) for f in features]
+        if self.class_token:
+            features = [torch.cat([f, token[:, 0, :, None, None].expand(-1, -1, *f.shape[-2:])], dim=1)
+                        for f, token in cast(list[tuple[Tensor, Tensor]], features)]
+        return [self._to_contract(f, level.stride, height, width) for f, level in zip(
+            features, self.feature_info, strict=True)]
+
+    def _fit(self, x: Tensor) -> Tensor:
+        """The image as the size policy gives it to the model."""
+        height, width = x.shape[-2:]
+        native_h, native_w = self.native_size
+        if self.size_policy == "resize" and (height, width) != (native_h, native_w):
+            return F.interpolate(x, size=(native_h, native_w), mode="bilinear", align_corners=False)
+        if self.size_policy == "native_multiple":
+            pad_h, pad_w = (-height) % native_h, (-width) % native_w
+            if pad_h or pad_w:
+                mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+                return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        return x
+
+    def _features(self, x: Tensor) -> list[Any]:
+        if not self.class_token:
+            return list(self.model(x))
+        getter = cast(FeatureGetterNet, self.model)
+        intermediates = cast(Callable[..., list[Any]], getter.model.forward_intermediates)
+        return list(intermediates(
+            x, indices=getter.out_indices, norm=getter.norm, output_fmt="NCHW",
+            intermediates_only=True, return_prefix_tokens=True,
+        ))
+
+    def _to_contract(self, feature: Tensor, stride: int, height: int, width: int) -> Tensor:
+        """A feature map at the contract's size ``ceil(H / stride)`` (crop or resize back)."""
+        size = (-(-height // stride), -(-width // stride))
+        if self.size_policy == "native_multiple":
+            return feature[..., : size[0], : size[1]]
+        if self.size_policy == "resize" and tuple(feature.shape[-2:]) != size:
+            return F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
+        return feature
+
+    def _size_error(self, height: int, width: int, error: BaseException) -> str:
+        alternatives = [p for p in SIZE_POLICIES if p != self.size_policy]
+        return (
+            f"timm/{self.model_name} cannot run on a {height}x{width} input with size_policy "
+            f"{self.size_policy!r} ({type(error).__name__}: {str(error)[:300]}). Its native size "
+            f"is {self.native_size[0]}x{self.native_size[1]}; set the backbone parameter "
+            f"`size_policy` to {' or '.join(repr(p) for p in alternatives)} (docs/backbones.md, "
+            "'Input sizes'), or train at the native size."
+        )
 
     def layer_groups(self) -> list[list[str]]:
         """One group per block, shallow to deep: timm's ``group_matcher(coarse=False)``.
@@ -235,7 +259,92 @@ class TimmBackbone(pixcore.Backbone):
         return [[f"model.{name}" for name in group] for group in groups]
 
     def extra_repr(self) -> str:
-        return f"model_name={self.model_name!r}, freeze={self.freeze}"
+        return f"model_name={self.model_name!r}, size_policy={self.size_policy!r}, freeze={self.freeze}"
+
+
+#: ``probe`` -> the blocks it reads (DINOv2's linear evaluation).
+PROBES: dict[str, tuple[int, ...]] = {"lin.1": (-1,), "lin.4": (-4, -3, -2, -1)}
+
+
+def _protocol(probe: str, getter: FeatureGetterNet) -> str:
+    """``"DINOv2 lin.4 (blocks 8-11 of 12, ...)"``: recorded with every evaluation result."""
+    blocks = [int(i) for i in cast(list[int], getter.out_indices)]
+    count = len(getattr(getter.model, "blocks", [])) or max(blocks) + 1
+    which = f"block {blocks[0]}" if len(blocks) == 1 else f"blocks {blocks[0]}-{blocks[-1]}"
+    norm = ", final norm" if getter.norm else ""
+    return f"DINOv2 {probe} ({which} of {count}, patch tokens + class token{norm})"
+
+
+def _architecture(model_name: str) -> Architecture:
+    try:
+        return architecture(model_name)
+    except Exception as error:  # timm's own error for a model it cannot build
+        raise pixcore.ConfigError(
+            f"timm/{model_name}: timm could not build this model ({type(error).__name__}: {error})."
+        ) from error
+
+
+def _default_indices(arch: Architecture) -> tuple[int, ...]:
+    """Four evenly spaced blocks of a plain transformer, else the last four levels (or all)."""
+    count = len(arch.reductions)
+    if arch.single_stride and count > 4:
+        return tuple(round(count * (k + 1) / 4) - 1 for k in range(4))
+    return DEFAULT_OUT_INDICES[-min(4, count):] if count else DEFAULT_OUT_INDICES
+
+
+def _check_token_options(
+    model_name: str, arch: Architecture, tokens: bool, class_token: bool, probe: str | None
+) -> None:
+    if (class_token or probe) and not (tokens and arch.prefix_tokens > 0):
+        what = f"`probe: {probe}`" if probe else "`class_token: true`"
+        kind = "has no class token" if tokens else "is not a plain transformer (its features are multi-scale)"
+        raise pixcore.ConfigError(
+            f"timm/{model_name}: {what} needs a plain transformer with a class token (ViT, DeiT, "
+            f"EVA, DINOv2...), but this model {kind}. Leave it out, or pick such a model."
+        )
+
+
+def _build(
+    timm_name: str, weights: Weights | None, indices: tuple[int, ...], kwargs: dict[str, Any],
+    tokens: bool, final_norm: bool, out_indices: tuple[int, ...] | None,
+) -> nn.Module:
+    """The feature extractor, with the weights loaded and every used weight checked."""
+    if weights is not None:
+        kwargs = {**kwargs, "pretrained": True, "pretrained_cfg_overlay": weights.pretrained_cfg_overlay}
+    try:
+        with _missing_keys() as missing, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # timm's notices of renamed models
+            if tokens:
+                # The full model loads the file strictly (its classifier included); the getter
+                # then drops the classifier and, unless the final norm is wanted, the norm.
+                full = timm.create_model(timm_name, **kwargs)
+                model: nn.Module = FeatureGetterNet(full, out_indices=indices, norm=final_norm)
+            else:
+                model = timm.create_model(timm_name, features_only=True, out_indices=indices, **kwargs)
+    except (IndexError, AssertionError, ValueError) as error:
+        hint = (f"check `out_indices` {indices}" if out_indices is not None
+                else f"by default {indices} are taken; set `out_indices`")
+        raise pixcore.ConfigError(
+            f"timm/{timm_name}: timm could not build the feature extractor "
+            f"({type(error).__name__}: {error}); {hint}."
+        ) from error
+    except (RuntimeError, KeyError, FileNotFoundError) as error:
+        if weights is None:
+            raise
+        raise pixcore.ConfigError(
+            f"timm/{timm_name}: cannot load pretrained weights from {str(weights.file)!r} "
+            f"({type(error).__name__}: {error}). The file must hold a state dict of this "
+            "architecture (.safetensors, or a torch checkpoint readable with weights_only=True)."
+        ) from error
+    absent = missing.used_by(model)
+    if absent and weights is not None:
+        shown = ", ".join(absent[:8]) + (f" and {len(absent) - 8} more" if len(absent) > 8 else "")
+        raise pixcore.ConfigError(
+            f"timm/{timm_name}: the weights file {str(weights.file)!r} does not fit this "
+            f"architecture: it lacks {len(absent)} weight(s) of the backbone ({shown}). Save "
+            "the state dict of the same timm model (`model.state_dict()`), or set `pretrained: false`."
+        )
+    return model
 
 
 def _timm_groups(model_name: str, extractor: nn.Module) -> list[list[str]] | None:

@@ -1,0 +1,116 @@
+"""What each timm model family needs to run at any input size, and the facts read from timm.
+
+timm groups its architectures by module (``timm.models.resnet``, ``...swin_transformer``):
+a *family*. Families differ in what sizes their models accept:
+
+- most CNNs and the hierarchical transformers that pad their own windows take any multiple
+  of their coarsest stride (pixcore pads to it);
+- families whose constructor takes ``dynamic_img_size`` (plain ViTs, DeiT, EVA, DINOv2/v3,
+  Swin v1/v2) interpolate their position embeddings or build their attention masks for
+  the size at hand, so they take any multiple of their stride too;
+- families whose windows or blocks must tile the feature maps exactly, at every stage,
+  take multiples of their native input size (a HaloNet at 256 splits stride-32 maps
+  into 8x8 blocks): pixcore pads the image up to such a multiple and crops the features
+  back;
+- families with position tables of one size (absolute embeddings without interpolation,
+  relative-position biases of a fixed window) take only their native size: pixcore
+  resizes the image to it and each feature map back to the size the contract promises.
+
+The table below was measured by ``benchmarks/bench_backbone_coverage.py`` (one model per
+family, four input sizes); a family not in it gets ``stride`` and, if that fails at some
+size, an error naming the setting that fixes it.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import timm
+import torch
+from timm.models import _registry
+
+__all__ = ["SIZE_POLICIES", "Architecture", "SizePolicy", "architecture", "family_policy"]
+
+#: How a backbone meets its model's size rule (see the module docstring).
+SizePolicy = Literal["stride", "native_multiple", "resize"]
+SIZE_POLICIES: tuple[SizePolicy, ...] = ("stride", "native_multiple", "resize")
+
+#: Families whose models take only multiples of their native size.
+_NATIVE_MULTIPLE = frozenset({"byoanet"})
+
+#: Families whose models take only their native size.
+_RESIZE = frozenset({
+    "beit", "cait", "coat", "convit", "efficientformer", "efficientformer_v2", "gcvit", "hiera", "levit", "maxxvit",
+    "mlp_mixer", "mvitv2", "nest", "pit", "tnt", "visformer", "vision_transformer_relpos", "volo",
+})
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Facts about a timm architecture, read from a model built on the meta device."""
+
+    #: The timm module the architecture is defined in (its family).
+    family: str
+    #: Whether the constructor takes ``dynamic_img_size`` (any multiple of the patch size).
+    dynamic_size: bool
+    #: Channels and reduction of every feature timm can return (``model.feature_info``).
+    channels: tuple[int, ...]
+    reductions: tuple[int, ...]
+    #: The pretrained configuration's input size ``(height, width)``.
+    native_size: tuple[int, int]
+    #: Prefix tokens (class, distillation, registers) in front of the patch tokens.
+    prefix_tokens: int
+    #: Whether the model has ``forward_intermediates`` (timm's intermediate-feature API).
+    intermediates: bool
+
+    @property
+    def single_stride(self) -> bool:
+        """Every feature at one stride: a plain (non-hierarchical) transformer or mixer."""
+        return len(set(self.reductions)) == 1 and len(self.reductions) > 1
+
+
+def family_policy(family: str, dynamic_size: bool) -> SizePolicy:
+    """The size policy ``size_policy: auto`` picks for a family."""
+    if dynamic_size:
+        return "stride"
+    if family in _NATIVE_MULTIPLE:
+        return "native_multiple"
+    if family in _RESIZE:
+        return "resize"
+    return "stride"
+
+
+@functools.lru_cache(maxsize=256)
+def architecture(model_name: str) -> Architecture:
+    """The :class:`Architecture` of a timm model name (with or without a pretrained tag).
+
+    The model is built on the meta device: no memory, no initialisation, a few
+    milliseconds; the result is cached per name.
+    """
+    arch = _registry.get_arch_name(model_name)
+    family = _registry._model_to_module.get(arch, "")
+    dynamic = True
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")  # deprecation notices of renamed models
+        try:
+            model = timm.create_model(model_name, dynamic_img_size=True)
+        except TypeError as error:
+            if "dynamic_img_size" not in str(error):
+                raise
+            dynamic = False
+            model = timm.create_model(model_name)
+    info = list(getattr(model, "feature_info", None) or [])
+    config: dict[str, Any] = getattr(model, "pretrained_cfg", None) or {}
+    input_size = tuple(config.get("input_size") or (3, 224, 224))
+    return Architecture(
+        family=family,
+        dynamic_size=dynamic,
+        channels=tuple(int(level["num_chs"]) for level in info),
+        reductions=tuple(int(level["reduction"]) for level in info),
+        native_size=(int(input_size[-2]), int(input_size[-1])),
+        prefix_tokens=int(getattr(model, "num_prefix_tokens", 0) or 0),
+        intermediates=callable(getattr(model, "forward_intermediates", None)),
+    )
