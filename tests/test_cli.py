@@ -117,6 +117,26 @@ def test_list_filters_by_family_and_pattern(capsys: pytest.CaptureFixture[str]) 
     assert "more" in out[4]
 
 
+def test_list_check_reports_sizes_and_heads(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "backbones", "--check", "timm/test_vit", "--sizes", "33x45,64x64"]) == 0
+    out = capsys.readouterr().out
+    assert "4 levels [64 ch @ stride 16" in out and "size_policy: stride" in out
+    assert "33x45: ok" in out and "64x64: ok" in out
+    for head in ("fpn", "linear", "deeplabv3plus", "upernet", "dpt"):
+        assert f"    {head}: ok" in out
+
+
+def test_list_check_exits_1_naming_what_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    # A relative-position ViT takes only its native 160 x 160 unless resized to it.
+    args = ["list", "backbones", "--check", "timm/test_vit_relpos", "--sizes", "160x160,96x128"]
+    assert main([*args, "--set", "size_policy=stride"]) == 1
+    out = capsys.readouterr().out
+    assert "160x160: ok" in out and "96x128: FAILS: ConfigError" in out and "size_policy" in out
+    assert main(args) == 0  # auto: resize
+    assert main(["list", "backbones", "--check", "timm/test_vit", "--sizes", "big"]) == 2
+    assert "--sizes: 'big' is not HEIGHTxWIDTH" in capsys.readouterr().err
+
+
 # -- eval and predict: a tiny model trained for two steps, then used from its checkpoint ---
 
 TINY_RUN = """

@@ -37,6 +37,7 @@ def one_thread() -> Iterator[None]:
 def test_the_example_configs_are_there() -> None:
     assert {path.stem for path in CONFIGS} == {
         "synthetic_segmentation", "synthetic_depth", "synthetic_normals", "synthetic_multitask",
+        "synthetic_dinov2_linear_probe", "synthetic_dinov2_dpt",
         "voc_segmentation", "cityscapes_segmentation", "ade20k_segmentation",
         "nyu_multitask", "nyu_depth", "kitti_depth",
     }
@@ -119,3 +120,40 @@ def test_synthetic_config_trains_two_steps(path: Path, one_thread: None) -> None
     assert set(result.metrics) == set(config.model.tasks)
     assert len(result.history) == 2
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in result.history)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["synthetic_dinov2_linear_probe", "synthetic_dinov2_dpt"])
+def test_dinov2_configs_train_then_eval_and_predict_at_new_sizes(
+    name: str, tmp_path: Path, one_thread: None
+) -> None:
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from pixcore._cli import main
+
+    path = CONFIG_DIR / f"{name}.yaml"
+    small = [
+        "trainer.steps=3", "trainer.warmup_steps=0", "trainer.progress=false", "trainer.device=cpu",
+        "data.batch_size=2", "data.num_workers=0", "data.train.params.length=6", "data.val.params.length=2",
+        "data.train.params.height=42", "data.train.params.width=42", "data.augmentations=[]",
+    ]
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(run), *sum((["--set", s] for s in small), [])]) == 0
+    checkpoint = run / "checkpoint.safetensors"
+    # Evaluated at 61 x 90 (trained at 42 x 42; neither a multiple of 14).
+    other_size = ["data.val.params.height=61", "data.val.params.width=90", "data.val.params.length=2"]
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(path), "--checkpoint", str(checkpoint), "--out", str(out),
+                 *sum((["--set", s] for s in other_size), [])]) == 0
+    results = json.loads(out.read_text())
+    metrics = results.get("metrics", results)
+    assert {"semseg", "depth"} <= set(metrics)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (75, 101, 3), dtype=np.uint8)).save(images / "a.png")
+    assert main(["predict", str(images), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "pred"),
+                 "--device", "cpu"]) == 0
+    assert np.asarray(Image.open(tmp_path / "pred" / "a_semseg.png")).shape == (75, 101)
+    assert np.load(tmp_path / "pred" / "a_depth.npy").shape == (75, 101)

@@ -83,7 +83,7 @@ def test_every_head_at_odd_sizes(manager: pixcore.PluginManager, name: str, free
         model.zero_grad(set_to_none=True)
 
 
-@pytest.mark.parametrize("name", ["test_vit", "swin_tiny_patch4_window7_224", "test_vit_relpos"])
+@pytest.mark.parametrize("name", ["test_vit", "swin_tiny_patch4_window7_224", "test_vit_relpos", "inception_v3"])
 def test_contract_at_odd_sizes(name: str) -> None:
     # Each level is ceil(H / stride) x ceil(W / stride) of the padded image, channels first.
     check_backbone(TimmBackbone(name), sizes=((97, 130), (33, 35), (224, 224)), backward=False)

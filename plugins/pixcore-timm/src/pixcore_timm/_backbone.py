@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal, cast
@@ -17,7 +18,14 @@ from timm.models import FeatureInfo, group_parameters
 from timm.models._features import FeatureGetterNet
 from torch import Tensor, nn
 
-from pixcore_timm._families import SIZE_POLICIES, Architecture, SizePolicy, architecture, family_policy
+from pixcore_timm._families import (
+    SIZE_POLICIES,
+    Architecture,
+    SizePolicy,
+    architecture,
+    family_min_size,
+    family_policy,
+)
 from pixcore_timm._hub import Pretrained, Weights, resolve_weights
 
 __all__ = ["DEFAULT_OUT_INDICES", "PROBES", "TimmBackbone"]
@@ -165,6 +173,7 @@ class TimmBackbone(pixcore.Backbone):
             family_policy(arch.family, arch.dynamic_size) if size_policy == "auto" else size_policy
         )
         self.native_size = arch.native_size
+        self.min_size = family_min_size(arch.family)
         self.protocol = _protocol(probe, cast(FeatureGetterNet, self.model)) if probe else ""
         if self.freeze:
             self.model.requires_grad_(False)
@@ -188,10 +197,11 @@ class TimmBackbone(pixcore.Backbone):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         height, width = x.shape[-2:]
+        fitted = self._fit(x)
         try:
-            features = self._features(self._fit(x))
+            features = self._features(fitted)
         except (RuntimeError, AssertionError, IndexError) as error:
-            if isinstance(error, torch.OutOfMemoryError):
+            if not self._about_size(error, height, width):
                 raise
             raise pixcore.ConfigError(self._size_error(height, width, error)) from error
         if self.channels_last:
@@ -199,20 +209,26 @@ class TimmBackbone(pixcore.Backbone):
         if self.class_token:
             features = [torch.cat([f, token[:, 0, :, None, None].expand(-1, -1, *f.shape[-2:])], dim=1)
                         for f, token in cast(list[tuple[Tensor, Tensor]], features)]
-        return [self._to_contract(f, level.stride, height, width) for f, level in zip(
+        # The share of the fitted image that is the input (< 1 where it was padded).
+        share = (1.0, 1.0) if self.size_policy == "resize" else (height / fitted.shape[-2], width / fitted.shape[-1])
+        return [self._to_contract(f, level.stride, height, width, share) for f, level in zip(
             features, self.feature_info, strict=True)]
 
     def _fit(self, x: Tensor) -> Tensor:
         """The image as the size policy gives it to the model."""
         height, width = x.shape[-2:]
         native_h, native_w = self.native_size
-        if self.size_policy == "resize" and (height, width) != (native_h, native_w):
+        if self.size_policy == "resize":
+            if (height, width) == (native_h, native_w):
+                return x
             return F.interpolate(x, size=(native_h, native_w), mode="bilinear", align_corners=False)
         if self.size_policy == "native_multiple":
             pad_h, pad_w = (-height) % native_h, (-width) % native_w
-            if pad_h or pad_w:
-                mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-                return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        else:  # stride: a multiple already; at least the family's minimum
+            pad_h, pad_w = max(0, self.min_size - height), max(0, self.min_size - width)
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         return x
 
     def _features(self, x: Tensor) -> list[Any]:
@@ -225,14 +241,37 @@ class TimmBackbone(pixcore.Backbone):
             intermediates_only=True, return_prefix_tokens=True,
         ))
 
-    def _to_contract(self, feature: Tensor, stride: int, height: int, width: int) -> Tensor:
-        """A feature map at the contract's size ``ceil(H / stride)`` (crop or resize back)."""
+    def _to_contract(
+        self, feature: Tensor, stride: int, height: int, width: int, share: tuple[float, float]
+    ) -> Tensor:
+        """A feature map at the contract's size ``ceil(H / stride)``.
+
+        Padding added by the policy is cropped away (the input's ``share`` of the map). A
+        map of another size is then resized: ``resize`` maps come at the native size, and
+        a few families' maps are a pixel or more short of the contract at any size
+        (Inception and Xception convolve without padding; CrossViT resizes every input).
+        """
         size = (-(-height // stride), -(-width // stride))
-        if self.size_policy == "native_multiple":
-            return feature[..., : size[0], : size[1]]
-        if self.size_policy == "resize" and tuple(feature.shape[-2:]) != size:
+        if share != (1.0, 1.0):
+            keep_h, keep_w = math.ceil(feature.shape[-2] * share[0]), math.ceil(feature.shape[-1] * share[1])
+            feature = feature[..., :keep_h, :keep_w]
+        if tuple(feature.shape[-2:]) != size:
             return F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
         return feature
+
+    def _about_size(self, error: BaseException, height: int, width: int) -> bool:
+        """Whether a failure inside timm is (likely) the model refusing this input size.
+
+        timm's size checks are assertions; shape errors deeper in are RuntimeErrors or
+        IndexErrors, which only count when the model ran at another size than its native
+        one (then they are almost always tables of the native size meeting other sizes).
+        """
+        if isinstance(error, torch.OutOfMemoryError):
+            return False
+        if isinstance(error, AssertionError):
+            return True
+        fitted = self.native_size if self.size_policy == "resize" else (height, width)
+        return tuple(fitted) != tuple(self.native_size)
 
     def _size_error(self, height: int, width: int, error: BaseException) -> str:
         alternatives = [p for p in SIZE_POLICIES if p != self.size_policy]

@@ -12,6 +12,8 @@ a *family*. Families differ in what sizes their models accept:
   take multiples of their native input size (a HaloNet at 256 splits stride-32 maps
   into 8x8 blocks): pixcore pads the image up to such a multiple and crops the features
   back;
+- a few families convolve without padding (Inception): images smaller than 75 pixels on a
+  side are padded up to that and the features cropped back;
 - families with position tables of one size (absolute embeddings without interpolation,
   relative-position biases of a fixed window) take only their native size: pixcore
   resizes the image to it and each feature map back to the size the contract promises.
@@ -32,7 +34,7 @@ import timm
 import torch
 from timm.models import _registry
 
-__all__ = ["SIZE_POLICIES", "Architecture", "SizePolicy", "architecture", "family_policy"]
+__all__ = ["SIZE_POLICIES", "Architecture", "SizePolicy", "architecture", "family_min_size", "family_policy"]
 
 #: How a backbone meets its model's size rule (see the module docstring).
 SizePolicy = Literal["stride", "native_multiple", "resize"]
@@ -43,9 +45,20 @@ _NATIVE_MULTIPLE = frozenset({"byoanet"})
 
 #: Families whose models take only their native size.
 _RESIZE = frozenset({
-    "beit", "cait", "coat", "convit", "efficientformer", "efficientformer_v2", "gcvit", "hiera", "levit", "maxxvit",
-    "mlp_mixer", "mvitv2", "nest", "pit", "tnt", "visformer", "vision_transformer_relpos", "volo",
+    "beit", "cait", "coat", "convit", "crossvit", "efficientformer", "efficientformer_v2", "gcvit", "hiera",
+    "levit", "maxxvit", "mlp_mixer", "mvitv2", "nest", "pit", "tnt", "visformer", "vision_transformer_relpos",
+    "volo",
 })
+
+
+#: Families whose convolutions do not pad ("valid"): the smallest input their stem and
+#: stride-32 stage can take (torchvision documents 75 x 75 for Inception v3).
+_MIN_SIZE = {"inception_v3": 75, "inception_v4": 75, "inception_resnet_v2": 75}
+
+
+def family_min_size(family: str) -> int:
+    """The smallest side a family's models take (1: no minimum beyond the stride)."""
+    return _MIN_SIZE.get(family, 1)
 
 
 @dataclass(frozen=True)
