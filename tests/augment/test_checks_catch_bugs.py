@@ -254,7 +254,9 @@ class IgnoresTheGenerator(a.Transform):
 
 
 def test_non_deterministic_transform() -> None:
-    fails(IgnoresTheGenerator(), "same seed gave different")
+    # Which check sees it first depends on the global random state: a transform that draws
+    # from the global generator changes with the seed *and* with the image.
+    fails(IgnoresTheGenerator(), "same seed gave different|geometry depends on the image content")
 
 
 class InPlace(a.Transform):
