@@ -101,7 +101,11 @@ class MultiTaskModel(nn.Module):
         height, width = x.shape[-2:]
         stride = self.backbone.stride
         pad_h, pad_w = (-height) % stride, (-width) % stride
-        if pad_h or pad_w:
+        if torch.compiler.is_exporting():
+            # Sizes are symbolic: always pad (by 0 where nothing is needed). Exported graphs
+            # take sizes of at least the stride, so reflect padding is always possible.
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+        elif pad_h or pad_w:
             # Reflect keeps image statistics at the border; the padding is cropped away below.
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)

@@ -127,10 +127,14 @@ def _dropout(rate: float) -> nn.Module:
 
 
 def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
-    """Bilinear resize (half-pixel centres) to ``size``; a no-op at that size already."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    """Bilinear resize (half-pixel centres) to ``size``; a no-op at that size already.
+
+    While exporting (``torch.export``, ONNX) sizes are symbolic and the resize always runs:
+    a bilinear resize to the same size with half-pixel centres is the identity.
+    """
+    if not torch.compiler.is_exporting() and tuple(x.shape[-2:]) == tuple(size):
         return x
-    if x.device.type == "cpu" and x.dim() == 4 and x.shape[1] >= 32 and x.is_contiguous():
+    if x.device.type == "cpu" and x.dim() == 4 and x.shape[1] >= 32 and not torch.compiler.is_exporting():
         # torch's CPU bilinear kernel is vectorised over channels in channels-last memory:
         # there the forward of a wide feature map is many times faster, and forward plus
         # backward a quarter faster, conversions included. Same values; NCHW out.
@@ -428,6 +432,39 @@ class DeepLabV3PlusHead(_PyramidHead):
 # --------------------------------------------------------------------------------------
 
 
+def _pooling_matrix(length: int, cells: int, like: Tensor) -> Tensor:
+    """``[cells, length]`` weights of adaptive average pooling along one axis.
+
+    Cell ``i`` averages positions ``floor(i * L / cells)`` to ``ceil((i + 1) * L / cells) - 1``,
+    as ``nn.AdaptiveAvgPool2d`` does. Written with ``arange`` on the (symbolic) length so
+    that an exported graph pools correctly at every size: exporters otherwise bake the
+    pooling windows of the example's size into the graph.
+    """
+    position = torch.arange(length, device=like.device)
+    index = torch.arange(cells, device=like.device)
+    start = torch.div(index * length, cells, rounding_mode="floor")
+    end = torch.div((index + 1) * length + cells - 1, cells, rounding_mode="floor")
+    inside = (position[None, :] >= start[:, None]) & (position[None, :] < end[:, None])
+    weights = inside.to(like.dtype)
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+def _adaptive_avg_pool(x: Tensor, cells: int) -> Tensor:
+    """``nn.functional.adaptive_avg_pool2d(x, cells)`` as two matrix products (exportable)."""
+    rows = _pooling_matrix(x.shape[-2], cells, x)
+    columns = _pooling_matrix(x.shape[-1], cells, x)
+    return torch.einsum("ih,bchw,jw->bcij", rows, x, columns)
+
+
+class _AdaptivePool(nn.AdaptiveAvgPool2d):
+    """``nn.AdaptiveAvgPool2d`` whose exported graph holds for every input size."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.compiler.is_exporting() and self.output_size != 1:
+            return _adaptive_avg_pool(x, int(self.output_size))  # type: ignore[arg-type]
+        return super().forward(x)
+
+
 class _PyramidPooling(nn.Module):
     """PSPNet's pyramid pooling module (Zhao et al. 2017) with its 3x3 bottleneck.
 
@@ -441,7 +478,7 @@ class _PyramidPooling(nn.Module):
         super().__init__()
         self.stages = nn.ModuleList(
             nn.Sequential(
-                nn.AdaptiveAvgPool2d(s),
+                _AdaptivePool(s),
                 _conv_norm_relu(cin, channels, norm if s > 1 else None, kernel=1),
             )
             for s in scales
@@ -453,7 +490,7 @@ class _PyramidPooling(nn.Module):
         outs = [x]
         for stage in self.stages:
             pooled = stage(x)
-            if pooled.shape[-2:] == (1, 1):
+            if stage[0].output_size == 1:  # type: ignore[index]
                 outs.append(pooled.expand(-1, -1, *size))
             else:
                 outs.append(_resize(pooled, size))
@@ -638,5 +675,5 @@ class DPTHead(_PyramidHead):
         assert fused is not None  # at least one level (checked at build time)
         x = self.head_in(fused)
         height, width = x.shape[-2:]
-        x = self.head_out(_resize(x, (min(2 * height, size[0]), min(2 * width, size[1]))))
+        x = self.head_out(_resize(x, (torch.sym_min(2 * height, size[0]), torch.sym_min(2 * width, size[1]))))
         return _resize(self.output(self.dropout(x)), size)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal, cast
@@ -23,6 +22,7 @@ from pixcore_timm._families import (
     Architecture,
     SizePolicy,
     architecture,
+    family_maps_exact,
     family_min_size,
     family_policy,
 )
@@ -174,6 +174,7 @@ class TimmBackbone(pixcore.Backbone):
         )
         self.native_size = arch.native_size
         self.min_size = family_min_size(arch.family)
+        self.maps_exact = family_maps_exact(arch.family) and self.size_policy != "resize"
         self.protocol = _protocol(probe, cast(FeatureGetterNet, self.model)) if probe else ""
         if self.freeze:
             self.model.requires_grad_(False)
@@ -209,24 +210,32 @@ class TimmBackbone(pixcore.Backbone):
         if self.class_token:
             features = [torch.cat([f, token[:, 0, :, None, None].expand(-1, -1, *f.shape[-2:])], dim=1)
                         for f, token in cast(list[tuple[Tensor, Tensor]], features)]
-        # The share of the fitted image that is the input (< 1 where it was padded).
-        share = (1.0, 1.0) if self.size_policy == "resize" else (height / fitted.shape[-2], width / fitted.shape[-1])
-        return [self._to_contract(f, level.stride, height, width, share) for f, level in zip(
+        size = (fitted.shape[-2], fitted.shape[-1])
+        return [self._to_contract(f, level.stride, height, width, size) for f, level in zip(
             features, self.feature_info, strict=True)]
 
     def _fit(self, x: Tensor) -> Tensor:
-        """The image as the size policy gives it to the model."""
+        """The image as the size policy gives it to the model.
+
+        While exporting, sizes are symbolic: every step of the policy runs (padding by 0,
+        resizing to the same size), so the graph holds for every input size.
+        """
         height, width = x.shape[-2:]
         native_h, native_w = self.native_size
+        exporting = torch.compiler.is_exporting()
         if self.size_policy == "resize":
-            if (height, width) == (native_h, native_w):
+            if not exporting and (height, width) == (native_h, native_w):
                 return x
             return F.interpolate(x, size=(native_h, native_w), mode="bilinear", align_corners=False)
+        pad_h: Any
+        pad_w: Any
         if self.size_policy == "native_multiple":
             pad_h, pad_w = (-height) % native_h, (-width) % native_w
         else:  # stride: a multiple already; at least the family's minimum
-            pad_h, pad_w = max(0, self.min_size - height), max(0, self.min_size - width)
-        if pad_h or pad_w:
+            pad_h, pad_w = torch.sym_max(0, self.min_size - height), torch.sym_max(0, self.min_size - width)
+        if exporting and (self.size_policy == "native_multiple" or self.min_size > 1):
+            return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        if not exporting and (pad_h or pad_w):
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         return x
@@ -241,20 +250,26 @@ class TimmBackbone(pixcore.Backbone):
             intermediates_only=True, return_prefix_tokens=True,
         ))
 
-    def _to_contract(
-        self, feature: Tensor, stride: int, height: int, width: int, share: tuple[float, float]
-    ) -> Tensor:
+    def _to_contract(self, feature: Tensor, stride: int, height: int, width: int, fitted: tuple[int, int]) -> Tensor:
         """A feature map at the contract's size ``ceil(H / stride)``.
 
-        Padding added by the policy is cropped away (the input's ``share`` of the map). A
-        map of another size is then resized: ``resize`` maps come at the native size, and
-        a few families' maps are a pixel or more short of the contract at any size
-        (Inception and Xception convolve without padding; CrossViT resizes every input).
+        Padding added by the policy is cropped away (the input's share of the ``fitted``
+        image). A map of another size is then resized: ``resize`` maps come at the native
+        size, and a few families' maps are a pixel or more short of the contract at any
+        size (Inception and Xception convolve without padding; CrossViT resizes every input).
+        While exporting, the policy decides each step, not the (symbolic) sizes.
         """
         size = (-(-height // stride), -(-width // stride))
-        if share != (1.0, 1.0):
-            keep_h, keep_w = math.ceil(feature.shape[-2] * share[0]), math.ceil(feature.shape[-1] * share[1])
+        exporting = torch.compiler.is_exporting()
+        padded = self.size_policy == "native_multiple" or (self.size_policy == "stride" and self.min_size > 1)
+        if padded and (exporting or fitted != (height, width)):
+            keep_h = -(-feature.shape[-2] * height // fitted[0])
+            keep_w = -(-feature.shape[-1] * width // fitted[1])
             feature = feature[..., :keep_h, :keep_w]
+        if exporting:
+            if self.maps_exact:
+                return feature[..., : size[0], : size[1]]
+            return F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
         if tuple(feature.shape[-2:]) != size:
             return F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
         return feature

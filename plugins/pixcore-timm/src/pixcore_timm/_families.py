@@ -34,7 +34,8 @@ import timm
 import torch
 from timm.models import _registry
 
-__all__ = ["SIZE_POLICIES", "Architecture", "SizePolicy", "architecture", "family_min_size", "family_policy"]
+__all__ = ["SIZE_POLICIES", "Architecture", "SizePolicy", "architecture", "family_maps_exact",
+           "family_min_size", "family_policy"]
 
 #: How a backbone meets its model's size rule (see the module docstring).
 SizePolicy = Literal["stride", "native_multiple", "resize"]
@@ -54,6 +55,16 @@ _RESIZE = frozenset({
 #: Families whose convolutions do not pad ("valid"): the smallest input their stem and
 #: stride-32 stage can take (torchvision documents 75 x 75 for Inception v3).
 _MIN_SIZE = {"inception_v3": 75, "inception_v4": 75, "inception_resnet_v2": 75}
+
+
+#: Families whose feature maps can miss the contract's size ``ceil(H / stride)`` at sizes
+#: that are multiples of the stride (convolutions without padding).
+_SHORT_MAPS = frozenset({"inception_v3", "inception_v4", "inception_resnet_v2", "xception"})
+
+
+def family_maps_exact(family: str) -> bool:
+    """Whether a family's maps are ``ceil(H / stride)`` for inputs that are stride multiples."""
+    return family not in _SHORT_MAPS
 
 
 def family_min_size(family: str) -> int:
