@@ -416,3 +416,17 @@ def test_plugins_lists_clashing_plugins_as_such(capsys: pytest.CaptureFixture[st
     assert "first: dist-one 1.0 [clash]" in out and "second: dist-two 2.0 [clash]" in out
     assert "error: head 'twin_head' is registered twice: by dist-one 1.0 and by dist-two 2.0" in out
     assert "pixcore: pixcore" in out and "[loaded]" in out
+
+
+@pytest.mark.slow
+def test_export_writes_an_onnx_model_with_named_outputs(
+    tiny_run: tuple[Path, Path], tiny_plugins: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("onnxruntime")
+    _, checkpoint = tiny_run
+    assert main(["export", str(checkpoint), "--dynamic", "--out", str(tmp_path / "model")]) == 0
+    out = capsys.readouterr().out
+    assert "model.onnx" in out and "dynamic batch, height and width" in out
+    assert "outputs semseg, semseg_probabilities, depth, normals" in out
+    assert (tmp_path / "model" / "model.onnx").stat().st_size > 0
+    assert main(["export", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "x")]) == 2

@@ -1,4 +1,4 @@
-"""The ``pixcore`` command line: demo, train, eval, predict, plugins, list.
+"""The ``pixcore`` command line: demo, train, launch, eval, predict, export, plugins, list.
 
 A mistake of the user's (a :class:`~pixcore.PixcoreError`: a bad config value, a damaged
 checkpoint, an unknown device) is one line on stderr, ``pixcore: error: ...``, and exit
@@ -188,7 +188,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pixcore.export import export_model
+
+    size = None if args.size is None else (args.size[0], args.size[1])
+    result = export_model(args.checkpoint, args.out, format=args.format, opset=args.opset, dynamic=args.dynamic,
+                          size=size, probabilities=not args.no_probabilities)
+    outputs = ", ".join(o["name"] for o in result.metadata["outputs"])  # type: ignore[attr-defined]
+    shape = "dynamic batch, height and width" if args.dynamic else f"fixed size {size or 'of 97x130'}"
+    print(f"wrote {result.path} ({result.size_bytes / 2**20:.1f} MiB, {result.seconds:.1f} s): input image uint8 "
+          f"[B, 3, H, W], {shape}; outputs {outputs}")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    if args.model is not None:
+        return _predict_exported(args)
     from pixcore.infer import Predictor, load_model, predict_images
     from pixcore.train import select_device
 
@@ -201,9 +216,29 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="checkpoint.safetensors written by `pixcore train`")
+def _predict_exported(args: argparse.Namespace) -> int:
+    """``predict --model``: an exported model in ONNX Runtime; imports neither torch nor pydantic."""
+    from pixcore.export._runtime import predict_images
+
+    if args.weights != "auto":
+        raise PixcoreError("--weights chooses the weights of a checkpoint; an exported model (--model) holds "
+                           "the weights it was exported with: leave out --weights")
+    written = predict_images(args.model, args.images, args.out, overwrite=args.overwrite, max_pixels=args.max_pixels,
+                             device=args.device, **_inference_options(args))
+    print(f"wrote {len(written)} files to {args.out}/")
+    return 0
+
+
+def _add_inference_arguments(parser: argparse.ArgumentParser, exported: bool = False) -> None:
+    """The options of ``eval`` and ``predict``; ``exported``: ``--model`` as the alternative to ``--checkpoint``."""
+    if exported:
+        source = parser.add_mutually_exclusive_group(required=True)
+        source.add_argument("--checkpoint", type=Path, help="checkpoint.safetensors written by `pixcore train`")
+        source.add_argument("--model", type=Path,
+                            help="model.onnx written by `pixcore export`, run with ONNX Runtime (torch not needed)")
+    else:
+        parser.add_argument("--checkpoint", type=Path, required=True,
+                            help="checkpoint.safetensors written by `pixcore train`")
     parser.add_argument("--weights", choices=("auto", "model", "ema"), default="auto",
                         help="trained or EMA weights; auto (default): EMA if the run evaluated with them")
     parser.add_argument("--tta", action="store_true",
@@ -298,9 +333,15 @@ def _cmd_new_plugin(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(registry: bool = True) -> argparse.ArgumentParser:
+    """The command line; ``registry=False`` leaves the families of ``list`` unchecked, sparing the
+    import of the plugin system (pydantic) to commands that do not need it (``predict --model``
+    runs where only numpy, Pillow and onnxruntime are installed)."""
     from pixcore import __version__
-    from pixcore.plugin._registry import FAMILIES
+
+    families: tuple[str, ...] | None = None
+    if registry:
+        from pixcore.plugin._registry import FAMILIES as families
 
     parser = argparse.ArgumentParser(prog="pixcore", description=__doc__)
     parser.add_argument("--version", action="version", version=f"pixcore {__version__}")
@@ -347,11 +388,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--out", help="also write the metrics to this JSON file")
     evaluation.set_defaults(func=_cmd_eval)
 
-    predict = sub.add_parser("predict", help="write a checkpoint's predictions for image files")
+    predict = sub.add_parser("predict", help="write the predictions of a checkpoint (or of an exported "
+                                             "model, with ONNX Runtime) for image files")
     predict.add_argument("images", nargs="+", type=Path, help="image files or folders of them (.png, .jpg)")
-    _add_inference_arguments(predict)
+    _add_inference_arguments(predict, exported=True)
     predict.add_argument("--out", required=True, help="output folder")
-    predict.add_argument("--device", default="auto", help="'auto' (default), 'cpu', 'cuda', 'mps'")
+    predict.add_argument("--device", default="auto",
+                         help="'auto' (default), 'cpu', 'cuda', 'mps'; with --model 'auto' (CUDA if this "
+                              "onnxruntime has it), 'cpu', 'cuda' or 'cuda:N'")
     predict.add_argument("--overwrite", action="store_true", help="replace existing output files")
     predict.add_argument("--max-pixels", type=int, default=None, metavar="N",
                          help="accept images of up to N pixels (width x height); default: Pillow's "
@@ -359,12 +403,23 @@ def _parser() -> argparse.ArgumentParser:
                               "written")
     predict.set_defaults(func=_cmd_predict)
 
+    export = sub.add_parser("export", help="a checkpoint as an ONNX or torch.export graph with its metadata")
+    export.add_argument("checkpoint", type=Path, help="checkpoint file (.safetensors) of a trained model")
+    export.add_argument("--format", choices=("onnx", "torch-export"), default="onnx")
+    export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    export.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
+    export.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="the fixed input size without --dynamic")
+    export.add_argument("--no-probabilities", action="store_true",
+                        help="class ids only for segmentation (no <task>_probabilities output)")
+    export.add_argument("--out", required=True, type=Path, help="output folder")
+    export.set_defaults(func=_cmd_export)
+
     plugins = sub.add_parser("plugins", help="installed plugins, versions and what they register")
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(func=_cmd_plugins)
 
     listing = sub.add_parser("list", help="names in the registries")
-    listing.add_argument("family", nargs="?", choices=FAMILIES)
+    listing.add_argument("family", nargs="?", choices=families)
     listing.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'timm/resnet*'")
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--check", metavar="NAME",
@@ -395,7 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(["launch"])
         args.torchrun_args = argv[1:]
     else:
-        args = _parser().parse_args(argv)
+        command = next((arg for arg in argv if not arg.startswith("-")), None)
+        args = _parser(registry=command != "predict").parse_args(argv)  # predict --model: no pydantic
     try:
         return int(args.func(args))
     except PixcoreError as error:

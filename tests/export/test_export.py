@@ -138,7 +138,8 @@ def test_metadata_tells_a_consumer_everything(model: pixcore.MultiTaskModel, exp
 def test_static_export_and_no_probabilities(model: pixcore.MultiTaskModel, tmp_path: Path) -> None:
     result = export_model(model, tmp_path, dynamic=False, size=(40, 56), probabilities=False)
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
-    assert [i.shape for i in session.get_inputs()] == [[2, 3, 40, 56]]
+    shape = session.get_inputs()[0].shape
+    assert shape[1:] == [3, 40, 56] and not isinstance(shape[0], int)  # any batch, one size
     assert not any(o.name.endswith("_probabilities") for o in session.get_outputs())
     assert result.metadata["input"]["size"] == [40, 56]  # type: ignore[index]
 

@@ -48,11 +48,10 @@ def _load(model: MultiTaskModel | str | Path) -> tuple[MultiTaskModel, str]:
     return load_model(Path(model)), str(model)
 
 
-def _dynamic_shapes(dynamic: bool) -> dict[str, dict[int, object]] | None:
-    if not dynamic:
-        return None
+def _dynamic_shapes(dynamic: bool) -> dict[str, dict[int, object]]:
+    """The batch is always dynamic; height and width with ``dynamic`` only."""
     auto = torch.export.Dim.DYNAMIC
-    return {"image": {0: auto, 2: auto, 3: auto}}
+    return {"image": {0: auto, 2: auto, 3: auto} if dynamic else {0: auto}}
 
 
 def export_model(
@@ -69,9 +68,9 @@ def export_model(
 
     The graph takes uint8 images ``[B, 3, H, W]`` and does what the model's forward does
     (normalisation, padding to the stride, cropping back, decoding), with one named
-    output per task (:func:`pixcore.export._graph.export_outputs`). With ``dynamic``,
-    batch, height and width are dynamic (heights and widths of at least the backbone's
-    stride); else the graph takes ``size`` (default 97 x 130) only. The metadata
+    output per task (:func:`pixcore.export._graph.export_outputs`). The batch is dynamic;
+    with ``dynamic``, height and width too (at least the backbone's stride); else the
+    graph takes images of ``size`` (default 97 x 130) only. The metadata
     (:mod:`pixcore.export._metadata`) goes into the ONNX model's ``metadata_props``, or
     into ``model.json`` beside the torch.export archive.
     """

@@ -34,7 +34,7 @@ def _kind(task: Any) -> str:
     for base, name in _KINDS:
         if issubclass(target_kind, base):
             return name
-    return getattr(target_kind, "__name__", "other")
+    return str(getattr(target_kind, "kind", None) or getattr(target_kind, "__name__", "other"))
 
 
 def _palette(task: Any, classes: int) -> list[list[int]] | None:
