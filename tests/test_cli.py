@@ -430,3 +430,22 @@ def test_export_writes_an_onnx_model_with_named_outputs(
     assert "outputs semseg, semseg_probabilities, depth, normals" in out
     assert (tmp_path / "model" / "model.onnx").stat().st_size > 0
     assert main(["export", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.slow
+def test_eval_of_an_exported_model_matches_its_checkpoint(
+    tiny_run: tuple[Path, Path], tiny_plugins: None, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnxruntime")
+    config, checkpoint = tiny_run
+    assert main(["export", str(checkpoint), "--dynamic", "--out", str(tmp_path / "model")]) == 0
+    scores = {}
+    for source in (["--checkpoint", str(checkpoint)], ["--model", str(tmp_path / "model" / "model.onnx")]):
+        out = tmp_path / f"{source[0][2:]}.json"
+        assert main(["eval", str(config), *source, "--out", str(out), "--device", "cpu"]) == 0
+        scores[source[0]] = json.loads(out.read_text())["metrics"]
+    eager, exported = scores["--checkpoint"], scores["--model"]
+    for task, metrics in eager.items():
+        for key, value in metrics.items():
+            if isinstance(value, float) and value == value:  # not NaN
+                assert exported[task][key] == pytest.approx(value, abs=1e-4), f"{task}/{key}"

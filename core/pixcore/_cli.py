@@ -176,12 +176,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)
     options = _inference_options(args)
     device = args.device or config.trainer.device
-    results = evaluate_checkpoint(config, args.checkpoint, weights=args.weights, device=device, **options)
+    if args.model is not None:  # an exported model, in ONNX Runtime
+        from pixcore.export._evaluate import evaluate_exported
+
+        results = evaluate_exported(config, args.model, device=device, **options)
+    else:
+        results = evaluate_checkpoint(config, args.checkpoint, weights=args.weights, device=device, **options)
     print(format_metrics(results))
     if args.out is not None:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        record = {"checkpoint": str(args.checkpoint), "config": str(args.config), "weights": args.weights,
+        source = {"model": str(args.model)} if args.model is not None else {"checkpoint": str(args.checkpoint)}
+        record = {**source, "config": str(args.config), "weights": args.weights,
                   "inference": options, "metrics": results}
         out.write_text(json.dumps(record, indent=2))
         print(f"\nwrote {out}")
@@ -381,7 +387,7 @@ def _parser(registry: bool = True) -> argparse.ArgumentParser:
 
     evaluation = sub.add_parser("eval", help="score a checkpoint on a config's held-out data (data.val)")
     evaluation.add_argument("config", type=Path, help="run config (YAML/JSON); its data.val is scored")
-    _add_inference_arguments(evaluation)
+    _add_inference_arguments(evaluation, exported=True)
     evaluation.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="override a config value, e.g. --set data.batch_size=4")
     evaluation.add_argument("--device", help="'auto', 'cpu', 'cuda', 'mps' (default: the config's)")
