@@ -6,6 +6,7 @@ import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pixcore
@@ -449,3 +450,17 @@ def test_eval_of_an_exported_model_matches_its_checkpoint(
         for key, value in metrics.items():
             if isinstance(value, float) and value == value:  # not NaN
                 assert exported[task][key] == pytest.approx(value, abs=1e-4), f"{task}/{key}"
+
+
+def test_demo_stopped_by_a_signal_exits_75_without_a_report(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import pixcore.train
+    from pixcore.train import TrainResult
+
+    def stopped(config: Any, **kwargs: Any) -> tuple[Any, TrainResult]:
+        return object(), TrainResult(metrics={}, steps=24, seconds=1.0, checkpoint=None, interrupted=True,
+                                     stop_reason="SIGTERM")
+
+    monkeypatch.setattr(pixcore.train, "train", stopped)
+    assert main(["demo", "--out", str(tmp_path), "--steps", "300"]) == 75

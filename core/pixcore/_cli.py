@@ -43,7 +43,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader, Subset
 
     from pixcore._config import load_config
-    from pixcore.train import evaluate_baselines, select_device, train
+    from pixcore.train import EXIT_INTERRUPTED, evaluate_baselines, select_device, train
     from pixcore.viz import image_to_rgb, save_grid
 
     overrides = list(args.set or [])
@@ -58,6 +58,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"pixcore demo: {config.trainer.steps} steps on {device}, writing to {out}/", flush=True)
 
     trainer, result = train(config, out_dir=out, overwrite=True)  # a new demo replaces the last one
+    if result.interrupted:  # a signal stopped it after the checkpoint (message printed): no report
+        return EXIT_INTERRUPTED
     model = trainer.model
 
     # Trivial baselines, fitted on training scenes and scored on the same held-out scenes.
