@@ -65,6 +65,7 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from pixcore._errors import PixcoreError
+from pixcore._imagefiles import IMAGE_SUFFIXES, SCALAR_PNG_SCALE, find_images
 from pixcore.export import _pictures as pictures
 
 __all__ = [
@@ -84,10 +85,6 @@ METADATA_KEY = "pixcore"
 #: The value of its ``format`` field, and the versions of that format this module reads.
 METADATA_FORMAT = "pixcore-export"
 METADATA_VERSIONS: tuple[int, ...] = (1,)
-#: File suffixes picked up from a folder (case-insensitive), as ``pixcore predict --checkpoint``.
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
-#: Scalar fields are stored in 16-bit PNGs as ``round(value * SCALAR_PNG_SCALE)`` (millimetres).
-SCALAR_PNG_SCALE = 1000.0
 #: Output kinds with their own files and merge rules; any other kind is written as ``.npy``.
 CLASS_MASK, SCALAR_FIELD, UNIT_VECTOR_FIELD = "class_mask", "scalar_field", "unit_vector_field"
 #: Kinds whose prediction on a mirrored image is mirrored back by flipping alone.
@@ -643,28 +640,6 @@ def output_files(stem: str, task: str, kind: str) -> list[str]:
     if kind == UNIT_VECTOR_FIELD:
         return [f"{stem}_{task}.npy", f"{stem}_{task}_rgb.png"]
     return [f"{stem}_{task}.npy"]
-
-
-def find_images(paths: Iterable[str | Path]) -> list[Path]:
-    """Image files named by ``paths``: files as given, folders' ``.png``/``.jpg`` files sorted."""
-    found: list[Path] = []
-    for entry in paths:
-        path = Path(entry)
-        if path.is_dir():
-            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not inside:
-                raise PixcoreError(
-                    f"folder {path} holds no image file ({', '.join(IMAGE_SUFFIXES)}); sub-folders "
-                    "are not searched: name them, or the files, on the command line"
-                )
-            found.extend(inside)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise PixcoreError(f"{path} does not exist; give image files or folders of images")
-    if not found:
-        raise PixcoreError("no image given; name image files (.png, .jpg) or folders of them")
-    return found
 
 
 #: What decoding an image file may raise for a bad file (a bug raises something else).

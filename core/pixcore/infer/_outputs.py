@@ -38,6 +38,7 @@ from PIL import Image as PILImage
 from torch import Tensor, nn
 
 from pixcore._errors import PixcoreError
+from pixcore._imagefiles import IMAGE_SUFFIXES, SCALAR_PNG_SCALE, find_images
 from pixcore._targets import ClassMask, ScalarField, TargetKind, UnitVectorField
 from pixcore.data._files import ImageTooLargeError, _reason, pillow_accepts, verify_image
 from pixcore.data._files import read_image as read_rgb
@@ -50,33 +51,6 @@ __all__ = [
     "predict_images",
     "read_image_tensor",
 ]
-
-#: File suffixes picked up from a folder (case-insensitive).
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
-#: Scalar fields are stored in 16-bit PNGs as ``round(value * SCALAR_PNG_SCALE)``.
-SCALAR_PNG_SCALE = 1000.0
-
-
-def find_images(paths: Iterable[str | Path]) -> list[Path]:
-    """Image files named by ``paths``: files as given, folders' ``.png``/``.jpg`` files sorted."""
-    found: list[Path] = []
-    for entry in paths:
-        path = Path(entry)
-        if path.is_dir():
-            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not inside:
-                raise PixcoreError(
-                    f"folder {path} holds no image file ({', '.join(IMAGE_SUFFIXES)}); sub-folders "
-                    "are not searched: name them, or the files, on the command line"
-                )
-            found.extend(inside)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise PixcoreError(f"{path} does not exist; give image files or folders of images")
-    if not found:
-        raise PixcoreError("no image given; name image files (.png, .jpg) or folders of them")
-    return found
 
 
 #: What decoding an image file may raise for a bad file (a bug raises something else).
