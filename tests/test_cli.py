@@ -464,3 +464,19 @@ def test_demo_stopped_by_a_signal_exits_75_without_a_report(
 
     monkeypatch.setattr(pixcore.train, "train", stopped)
     assert main(["demo", "--out", str(tmp_path), "--steps", "300"]) == 75
+
+
+@pytest.mark.slow
+def test_export_int8_writes_a_quantised_copy_and_needs_calibration_for_static(
+    tiny_run: tuple[Path, Path], tiny_plugins: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("onnxruntime")
+    config, checkpoint = tiny_run
+    base = ["export", str(checkpoint), "--dynamic", "--out", str(tmp_path / "m")]
+    assert main([*base, "--int8", "static"]) == 2
+    assert "--int8 static calibrates on real images: give --calibration CONFIG" in capsys.readouterr().err
+    assert main([*base, "--int8", "static", "--calibration", str(config), "--calibration-images", "4"]) == 0
+    assert "INT8 static, calibrated on 4 images" in capsys.readouterr().out
+    quantised = tmp_path / "m" / "model.int8.onnx"
+    assert main(["eval", str(config), "--model", str(quantised), "--device", "cpu"]) == 0
+    assert "semseg" in capsys.readouterr().out

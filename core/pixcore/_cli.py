@@ -206,7 +206,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
     shape = "dynamic batch, height and width" if args.dynamic else f"fixed size {size or 'of 97x130'}"
     print(f"wrote {result.path} ({result.size_bytes / 2**20:.1f} MiB, {result.seconds:.1f} s): input image uint8 "
           f"[B, 3, H, W], {shape}; outputs {outputs}")
+    if args.int8 is not None:
+        _quantize_export(args, result.path)
     return 0
+
+
+def _quantize_export(args: argparse.Namespace, model: Path) -> None:
+    """``export --int8 static|dynamic``: an INT8 copy beside the fp32 model (ONNX Runtime quantisation)."""
+    from pixcore.export._quantize import calibration_images, quantize_model
+
+    if args.format != "onnx":
+        raise ConfigError("--int8 quantises an ONNX model: use it with --format onnx")
+    images = None
+    if args.int8 == "static":
+        if args.calibration is None:
+            raise ConfigError("--int8 static calibrates on real images: give --calibration CONFIG (its data.train "
+                              "images are used), or use --int8 dynamic")
+        images = calibration_images(args.calibration, count=args.calibration_images)
+    path = quantize_model(model, model.with_name("model.int8.onnx"), mode=args.int8, calibration=images)
+    calibrated = f", calibrated on {len(images)} images" if images else ""
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, INT8 {args.int8}{calibrated}); score it with "
+          f"`pixcore eval CONFIG --model {path}`")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -419,6 +439,11 @@ def _parser(registry: bool = True) -> argparse.ArgumentParser:
     export.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="the fixed input size without --dynamic")
     export.add_argument("--no-probabilities", action="store_true",
                         help="class ids only for segmentation (no <task>_probabilities output)")
+    export.add_argument("--int8", choices=("static", "dynamic"),
+                        help="also write model.int8.onnx, quantised by ONNX Runtime (static: calibrated)")
+    export.add_argument("--calibration", type=Path, metavar="CONFIG",
+                        help="with --int8 static: a run config whose data.train images calibrate it")
+    export.add_argument("--calibration-images", type=int, default=64, metavar="N", help="default 64")
     export.add_argument("--out", required=True, type=Path, help="output folder")
     export.set_defaults(func=_cmd_export)
 
