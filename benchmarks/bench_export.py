@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_export.py --checkpoint RUN/checkpoint.safetensors [--threads 2] [--rounds 15]
         [--out /tmp/bench_export]
+    python benchmarks/bench_export.py --checkpoint RUN/checkpoint.safetensors --sections latency --no-spinning
     python benchmarks/bench_export.py --quick           # a smoke run: demo model only, 3 rounds
 
 ``--checkpoint`` is a trained demo run (``pixcore demo --out RUN``); without it the demo's
@@ -39,7 +40,11 @@ d) ``latency``: the demo model, batch 1, ``--sizes`` (256x256, 512x512), ``--thr
    ``dynamic=False``), ONNX Runtime fp32, static INT8 and dynamic INT8. After
    ``--warmup`` untimed calls of each, every round times one call of every (runner, size)
    in a random, interleaved order; the table gives the median over rounds and the median
-   over rounds of the ratio to eager within a round.
+   over rounds of the ratio to eager within a round. By default idle threads spin as each
+   library sets them to (ONNX Runtime's ``allow_spinning``, OpenMP's wait policy); on a
+   machine with as many cores as threads the spinning threads of one runner then slow the
+   next one down. ``--no-spinning`` makes idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``,
+   ``session.intra_op.allow_spinning=0``): every runner as if it ran alone.
 e) ``size``: export (fp32) and quantisation (static: calibration included) seconds and
    file sizes.
 """
@@ -60,9 +65,11 @@ def _threads_from_argv(default: str = "2") -> str:
     return default
 
 
-# Fix the thread count before numpy / torch start their pools.
+# Fix the thread count (and, with --no-spinning, the OpenMP wait policy) before numpy / torch start their pools.
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = _threads_from_argv()
+if "--no-spinning" in sys.argv:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -167,11 +174,17 @@ def family_model(backbone: str, config: RunConfig) -> pixcore.MultiTaskModel:
     return _perturb_outputs(build_model_from_config(model_config).eval())
 
 
+#: ``--no-spinning``: ONNX Runtime's idle intra-op threads sleep instead of spinning.
+SPINNING = "--no-spinning" not in sys.argv
+
+
 def ort_session(path: Path, threads: int) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    if not SPINNING:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -438,7 +451,8 @@ def run(args: argparse.Namespace) -> None:
             start = time.perf_counter()
             for size in args.sizes:
                 compiled(torch.zeros(1, 3, size, size, dtype=torch.uint8))
-        compile_note = f"compiled in {time.perf_counter() - start:.0f} s ({len(args.sizes)} sizes)"
+        compile_note = (f"torch.compile's first calls (compilation) took {time.perf_counter() - start:.0f} s for "
+                        f"{len(args.sizes)} sizes (less when inductor's on-disk cache holds the graphs)")
     except _Skipped:
         pass
     except Exception as error:
@@ -580,7 +594,8 @@ def _latency_table(result: dict[str, Any], jobs: dict[tuple[str, str], Any], arg
         f"**d) Latency**, demo model, batch 1, {args.threads} threads; median ms of {args.rounds} interleaved rounds "
         f"after {args.warmup} warm-up calls (ratio: median of the per-round ratios to eager); {compile_note}; "
         f"1-minute load average before / after: {result['load_average']['before']} / "
-        f"{result['load_average']['after']}:",
+        f"{result['load_average']['after']}; idle threads "
+        + ("spin (library defaults)" if SPINNING else "sleep (`--no-spinning`)") + ":",
         "",
         "| runner | " + " | ".join(f"{s}x{s} (ms) | vs eager" for s in args.sizes) + " |",
         "|---|" + "---|---|" * len(args.sizes),
@@ -612,6 +627,8 @@ def main() -> None:
     add("--warmup", type=int, default=3, help="untimed calls per job first")
     add("--calibration", type=int, default=64, help="calibration images for static INT8")
     add("--vit", default="timm/vit_tiny_patch16_224", help="the plain ViT of the parity table")
+    add("--no-spinning", action="store_true",
+        help="idle threads sleep (OMP_WAIT_POLICY=PASSIVE, ORT allow_spinning=0) instead of spinning")
     add("--export-timeout", type=int, default=300, help="seconds before a parity export is given up")
     add("--out", type=Path, default=DEFAULT_OUT, help="folder for bench_export.json and .md")
     add("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
