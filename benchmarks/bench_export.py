@@ -20,10 +20,11 @@ a) ``parity``: every model is exported (:func:`pixcore.export.export_model`, dyn
    backbone family with the demo's three heads (random weights, every head's output
    layer re-drawn with std 0.3 so the outputs are not all near zero): CNN
    (``timm/resnet18``), hierarchical transformer (``timm/swin_tiny_patch4_window7_224``)
-   and plain ViT (``--vit``, default ``timm/vit_tiny_patch16_224``). A model whose dynamic
-   export fails or takes more than ``--export-timeout`` seconds (Swin: torch.export's
-   symbolic shape reasoning over its window padding ran for over 20 minutes) is exported
-   once per size with that fixed size instead, and the table says so.
+   and plain ViT (``--vit``, default ``timm/vit_tiny_patch16_224``); ``--parity-models``
+   picks some of them. A model whose dynamic export fails or takes more than
+   ``--export-timeout`` seconds is exported once per size with that fixed size instead,
+   and the table says so (Swin's dynamic export takes minutes: torch.export reasons
+   symbolically about its window padding in every block).
 b) ``metrics``: the demo model on the 128 held-out rooms of its config (``data.val``:
    synthetic, split ``val``, 96x96), scored by pixcore's own metrics (each task's
    ``new_metrics()``, updated as :func:`pixcore.train.evaluate` does) from eager torch,
@@ -242,7 +243,10 @@ def _export_within(model: pixcore.MultiTaskModel, folder: Path, seconds: int, **
 
 
 def _why(error: BaseException) -> str:
-    cause = error.__cause__ if isinstance(error.__cause__, _ExportTimeout) else error
+    cause: BaseException | None = error  # a timeout may arrive wrapped by the exporter, twice or more
+    while cause is not None and not isinstance(cause, _ExportTimeout):
+        cause = cause.__cause__ or cause.__context__
+    cause = cause or error
     return f"{type(cause).__name__}: {' '.join(str(cause).split())[:200]}"
 
 
@@ -429,6 +433,9 @@ def run(args: argparse.Namespace) -> None:
     # a) parity
     families = {demo_label: model} if args.quick else {demo_label: model, "timm/resnet18": None,
                                                        "timm/swin_tiny_patch4_window7_224": None, args.vit: None}
+    if args.parity_models:
+        families = {name: net for name, net in families.items() if name in args.parity_models or (
+            net is model and "demo" in args.parity_models)}
     rows = []
     for name, net in families.items() if "parity" in sections else ():
         print(f"parity: {name}", flush=True)
@@ -629,7 +636,9 @@ def main() -> None:
     add("--vit", default="timm/vit_tiny_patch16_224", help="the plain ViT of the parity table")
     add("--no-spinning", action="store_true",
         help="idle threads sleep (OMP_WAIT_POLICY=PASSIVE, ORT allow_spinning=0) instead of spinning")
-    add("--export-timeout", type=int, default=300, help="seconds before a parity export is given up")
+    add("--export-timeout", type=int, default=1800, help="seconds before a parity export is given up")
+    add("--parity-models", nargs="+", default=None,
+        help="only these models in the parity table: 'demo', timm/resnet18, timm/swin_tiny_patch4_window7_224, --vit")
     add("--out", type=Path, default=DEFAULT_OUT, help="folder for bench_export.json and .md")
     add("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
         help="what to run besides the export and quantisation (e): a) parity, b) metrics, c) variants, d) latency")

@@ -11,7 +11,7 @@ import pixcore
 import pytest
 import torch
 from pixcore.export import ExportError, export_model
-from pixcore.testing import TinyBackbonePlugin, isolated_manager
+from pixcore.testing import TinyBackbone, TinyBackbonePlugin, isolated_manager
 from torch import Tensor
 
 onnx = pytest.importorskip("onnx")
@@ -199,3 +199,37 @@ def test_a_plain_vit_with_every_head_exports(tmp_path: Path) -> None:
     out = _run(path, image)
     for head in tasks:
         np.testing.assert_allclose(out[f"{head}_probabilities"], torch.softmax(eager[head], 1).numpy(), atol=1e-4)
+
+
+class _SizeRecorder(TinyBackbone):
+    """The tiny backbone, remembering the (symbolic, while exporting) size it was given."""
+
+    seen: list[Any] = []
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        _SizeRecorder.seen.append(x.shape[-2])
+        return super().forward(x)
+
+
+def test_the_padded_size_is_a_stride_multiple_the_exporter_can_see() -> None:
+    """Windowed backbones (Swin) divide the padded size again and again: written as
+    ``stride * ceil(H / stride)`` the exporter's shape algebra divides it exactly; written as
+    ``H + (-H) % stride`` it carries a remainder term into every block and takes minutes."""
+    import sympy
+
+    class Plugin:
+        @pixcore.hookimpl
+        def pixcore_backbones(self) -> list[pixcore.Component]:
+            return [pixcore.Component("recorder", _SizeRecorder)]
+
+    manager = isolated_manager(Plugin(), "pixcore_seg._plugin")
+    model = pixcore.build_model("recorder", tasks={"s": {"task": "segmentation", "params": {"num_classes": 2}}},
+                                manager=manager).eval()
+    _SizeRecorder.seen.clear()
+    auto = torch.export.Dim.DYNAMIC
+    torch.export.export(model, (torch.zeros(2, 3, 97, 130, dtype=torch.uint8),),
+                        dynamic_shapes={"image": {0: auto, 2: auto, 3: auto}}, strict=False)
+    height = _SizeRecorder.seen[-1]
+    assert isinstance(height, torch.SymInt)
+    assert sympy.simplify(sympy.Mod(height.node.expr, 32)) == 0, height.node.expr
+    assert sympy.simplify(sympy.Mod(height.node.expr // 4, 8)) == 0, height.node.expr

@@ -103,7 +103,12 @@ class MultiTaskModel(nn.Module):
         pad_h, pad_w = (-height) % stride, (-width) % stride
         if torch.compiler.is_exporting():
             # Sizes are symbolic: always pad (by 0 where nothing is needed). Exported graphs
-            # take sizes of at least the stride, so reflect padding is always possible.
+            # take sizes of at least the stride, so reflect padding is always possible. The
+            # padded size is written as stride * ceil(size / stride), which the exporter's
+            # shape algebra divides exactly at every level; `size + (-size) % stride` it cannot
+            # simplify, and windowed backbones (Swin) then take minutes to trace.
+            pad_h = stride * ((height + stride - 1) // stride) - height
+            pad_w = stride * ((width + stride - 1) // stride) - width
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
         elif pad_h or pad_w:
             # Reflect keeps image statistics at the border; the padding is cropped away below.
