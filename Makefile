@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt $(foreach p,$(PLUGINS),plugins/$(p)/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-		-e '.[test,export]' $(foreach p,$(PLUGINS),-e plugins/$(p))
+		-e '.[test,export,shards]' $(foreach p,$(PLUGINS),-e plugins/$(p))
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -315,6 +315,33 @@ def test_predict_with_tta_refuses_to_overwrite_and_names_unreadable_files(
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_predict_on_a_real_photo(tiny_run: tuple[Path, Path], tiny_plugins: None, tmp_path: Path) -> None:
+    """A real photo (scikit-image's chelsea, 300x451, saved as JPEG): every output at its size,
+    equal to the model's own prediction on the decoded file."""
+    from pixcore.infer import load_model
+    from skimage import data
+
+    _, checkpoint = tiny_run
+    photo = tmp_path / "photos" / "chelsea.jpg"
+    photo.parent.mkdir()
+    Image.fromarray(data.chelsea()).save(photo, quality=90)
+    out = tmp_path / "out"
+    assert main(["predict", str(photo.parent), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    decoded = np.array(Image.open(photo).convert("RGB"))
+    with torch.no_grad():
+        predictions = load_model(checkpoint)(torch.from_numpy(decoded).permute(2, 0, 1)[None])
+    ids = np.asarray(Image.open(out / "chelsea_semseg.png"))
+    assert ids.shape == (300, 451)
+    np.testing.assert_array_equal(ids, predictions["semseg"][0].argmax(0).numpy())
+    depth = np.load(out / "chelsea_depth.npy")
+    assert depth.shape == (300, 451) and bool((depth > 0).all())
+    np.testing.assert_allclose(depth, predictions["depth"][0, 0].numpy(), rtol=1e-5)
+    normals = np.load(out / "chelsea_normals.npy")
+    assert normals.shape == (300, 451, 3)
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, rtol=1e-5)
+
+
 # -- user errors: one line and exit status 2; --debug shows the traceback --------------------
 
 MINIMAL_RUN = "model: {backbone: testing/tiny, tasks: [depth]}\ndata: {train: synthetic}\n"

@@ -39,7 +39,7 @@ def test_the_example_configs_are_there() -> None:
         "synthetic_segmentation", "synthetic_depth", "synthetic_normals", "synthetic_multitask",
         "synthetic_dinov2_linear_probe", "synthetic_dinov2_dpt",
         "voc_segmentation", "cityscapes_segmentation", "ade20k_segmentation",
-        "nyu_multitask", "nyu_depth", "kitti_depth",
+        "nyu_multitask", "nyu_depth", "kitti_depth", "middlebury_depth",
     }
 
 

@@ -305,7 +305,7 @@ def test_docs_have_a_section_and_valid_configs_per_reader() -> None:
     import yaml
 
     text = DATASETS_MD.read_text(encoding="utf-8")
-    names = {"nyu_depth_v2", "kitti_depth"}
+    names = {"nyu_depth_v2", "kitti_depth", "middlebury"}
     assert names <= set(re.findall(r"^## (\w+)$", text, flags=re.M))
     registry = isolated_manager(depth_plugin).registry("datasets")
     seen = set()

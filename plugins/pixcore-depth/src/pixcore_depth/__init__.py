@@ -1,9 +1,8 @@
 """pixcore-depth: monocular depth, metric or relative, for pixcore.
 
 Registers the task ``depth``, the losses ``silog``, ``l1``, ``berhu``, ``ssi`` and
-``gradient_matching``, the metric ``depth_errors`` and the data sets ``nyu_depth_v2``
-and ``kitti_depth`` through the entry point ``depth``
-of group ``pixcore``.
+``gradient_matching``, the metric ``depth_errors`` and the data sets ``nyu_depth_v2``,
+``kitti_depth`` and ``middlebury`` through the entry point ``depth`` of group ``pixcore``.
 """
 
 from pixcore_depth._colormap import turbo as turbo
@@ -16,6 +15,8 @@ from pixcore_depth._losses import SILogLoss as SILogLoss
 from pixcore_depth._losses import SSILoss as SSILoss
 from pixcore_depth._metric import CROPS as CROPS
 from pixcore_depth._metric import DepthErrors as DepthErrors
+from pixcore_depth._middlebury import MiddleburyCalibration as MiddleburyCalibration
+from pixcore_depth._middlebury import MiddleburyStereo as MiddleburyStereo
 from pixcore_depth._task import DepthTask as DepthTask
 from pixcore_depth._task import RelativeDepthTask as RelativeDepthTask
 
@@ -27,6 +28,8 @@ __all__ = [
     "GradientMatchingLoss",
     "KITTIDepth",
     "L1Loss",
+    "MiddleburyCalibration",
+    "MiddleburyStereo",
     "NYUDepthV2",
     "RelativeDepthTask",
     "SILogLoss",

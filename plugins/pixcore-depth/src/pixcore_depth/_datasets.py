@@ -1,5 +1,8 @@
 """Readers of the standard depth data sets: NYU Depth V2 (folder layout) and KITTI depth.
 
+The Middlebury stereo reader lives in :mod:`pixcore_depth._middlebury` and is registered
+here with the others.
+
 Each reads a local copy (nothing is downloaded), checks it when opened (see
 :class:`pixcore.data.FileDataset`) and yields samples with ``"image"`` (Image uint8
 ``[3, H, W]``), ``"depth"`` (ScalarField float32 ``[1, H, W]``, metric z-depth in metres,
@@ -41,6 +44,8 @@ from pixcore.targets import (
     ValidityMask,
 )
 from pydantic import BeforeValidator, Field
+
+from pixcore_depth._middlebury import MiddleburyStereo
 
 __all__ = [
     "KITTI_DEPTH_SCALE",
@@ -447,4 +452,8 @@ def pixcore_datasets() -> Iterator[pixcore.Component]:
     yield pixcore.Component(
         "kitti_depth", KITTIDepth,
         description="KITTI annotated depth maps with raw RGB frames (local copy)",
+    )
+    yield pixcore.Component(
+        "middlebury", MiddleburyStereo,
+        description="Middlebury stereo scenes (2014, MiddEval3): depth from disparity and calib.txt",
     )
