@@ -158,6 +158,12 @@ def _cmd_launch(args: argparse.Namespace) -> int:
     return launch(args.torchrun_args)
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from pixcore.sweep._command import sweep_command
+
+    return sweep_command(args)
+
+
 def _inference_options(args: argparse.Namespace) -> dict[str, Any]:
     """The Predictor options of ``eval`` and ``predict``."""
     if args.overlap is not None and args.window is None:
@@ -406,6 +412,13 @@ def _parser(registry: bool = True) -> argparse.ArgumentParser:
              "its checkpoint (`pixcore launch --nproc-per-node 2 --no-python pixcore train ...`)")
     launch.add_argument("torchrun_args", nargs=argparse.REMAINDER, help="torchrun's own arguments")
     launch.set_defaults(func=_cmd_launch)
+
+    from pixcore.sweep._command import add_arguments as add_sweep_arguments
+
+    sweep = sub.add_parser("sweep", help="train every setting x seed of a grid, each a `pixcore train` run in its "
+                                         "own folder (resumable), and compare them: mean ± std, delta-m, plots")
+    add_sweep_arguments(sweep)
+    sweep.set_defaults(func=_cmd_sweep)
 
     evaluation = sub.add_parser("eval", help="score a checkpoint on a config's held-out data (data.val)")
     evaluation.add_argument("config", type=Path, help="run config (YAML/JSON); its data.val is scored")
