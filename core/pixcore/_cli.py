@@ -1,4 +1,4 @@
-"""The ``pixcore`` command line: demo, train, launch, eval, predict, export, plugins, list.
+"""The ``pixcore`` command line: demo, train, launch, eval, predict, export, shard, plugins, list.
 
 A mistake of the user's (a :class:`~pixcore.PixcoreError`: a bad config value, a damaged
 checkpoint, an unknown device) is one line on stderr, ``pixcore: error: ...``, and exit
@@ -235,6 +235,21 @@ def _quantize_export(args: argparse.Namespace, model: Path) -> None:
           f"`pixcore eval CONFIG --model {path}`")
 
 
+def _cmd_shard(args: argparse.Namespace) -> int:
+    from pixcore.data._shardwrite import dataset_to_shard, write_shards
+
+    dataset, source = dataset_to_shard(args.source, args.split, args.set)
+    print(f"writing {len(dataset)} samples of {source['name']} into {args.out}/ (split {args.split})", flush=True)
+    written = write_shards(dataset, args.out, split=args.split, shard_size=args.shard_size, source=source,
+                           overwrite=args.overwrite, workers=args.workers, report=lambda line: print(line, flush=True))
+    size = sum(shard.bytes for shard in written.index.shards) / 1e6
+    print(f"wrote {written.index.samples} samples in {len(written.index.shards)} shards ({size:.1f} MB) and "
+          f"{args.out}/index.json in {written.seconds:.1f} s; stream them with\n"
+          f"  data.{'train' if args.split != 'val' else 'val'}: {{name: shards, params: {{url: {args.out}, "
+          f"split: {args.split}}}}}")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     if args.model is not None:
         return _predict_exported(args)
@@ -459,6 +474,20 @@ def _parser(registry: bool = True) -> argparse.ArgumentParser:
     export.add_argument("--calibration-images", type=int, default=64, metavar="N", help="default 64")
     export.add_argument("--out", required=True, type=Path, help="output folder")
     export.set_defaults(func=_cmd_export)
+
+    shard = sub.add_parser("shard", help="write a data set into tar shards (WebDataset layout) plus index.json, "
+                                         "to stream it with the `shards` data set")
+    shard.add_argument("source", metavar="CONFIG_OR_DATASET",
+                       help="a run config (its data.train or data.val) or a data set name (e.g. voc)")
+    shard.add_argument("--out", required=True, help="folder or fsspec URL (s3://bucket/prefix) to write to")
+    shard.add_argument("--split", default="train",
+                       help="train (default) or val: which part of a config, and the shards' split name")
+    shard.add_argument("--shard-size", default="1GB", help="size of each tar file (default 1GB; e.g. 256MB)")
+    shard.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="a config override (with a config) or a data set parameter (with a name)")
+    shard.add_argument("--workers", type=int, default=0, help="processes that decode and encode samples")
+    shard.add_argument("--overwrite", action="store_true", help="replace the split if --out already holds it")
+    shard.set_defaults(func=_cmd_shard)
 
     plugins = sub.add_parser("plugins", help="installed plugins, versions and what they register")
     plugins.add_argument("--json", action="store_true")

@@ -29,6 +29,9 @@ from pixcore.data._files import read_vectors as read_vectors
 from pixcore.data._files import verify_image as verify_image
 from pixcore.data._folder import FolderDataset as FolderDataset
 from pixcore.data._folder import FolderTarget as FolderTarget
+from pixcore.data._shards import ShardDataset as ShardDataset
+from pixcore.data._shardwrite import WrittenShards as WrittenShards
+from pixcore.data._shardwrite import write_shards as write_shards
 from pixcore.data._synthetic import CLASS_NAMES as CLASS_NAMES
 from pixcore.data._synthetic import RenderedScene as RenderedScene
 from pixcore.data._synthetic import SceneDescription as SceneDescription
@@ -54,10 +57,12 @@ __all__ = [
     "RenderedScene",
     "ScalarFile",
     "SceneDescription",
+    "ShardDataset",
     "SyntheticScenes",
     "ValidateMode",
     "ValidityFile",
     "VectorFile",
+    "WrittenShards",
     "class_id_problem",
     "collate",
     "file_size",
@@ -70,4 +75,5 @@ __all__ = [
     "read_vectors",
     "render_scene",
     "verify_image",
+    "write_shards",
 ]

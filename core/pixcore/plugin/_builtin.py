@@ -36,7 +36,7 @@ def pixcore_heads() -> Iterator[Component]:
 
 @hookimpl
 def pixcore_datasets() -> Iterator[Component]:
-    from pixcore.data import FolderDataset, SyntheticScenes
+    from pixcore.data import FolderDataset, ShardDataset, SyntheticScenes
 
     yield Component(
         "synthetic",
@@ -47,6 +47,11 @@ def pixcore_datasets() -> Iterator[Component]:
         "folder",
         FolderDataset,
         description="Images and targets in folders, matched by file name (glob patterns)",
+    )
+    yield Component(
+        "shards",
+        ShardDataset,
+        description="Samples streamed from `pixcore shard` tar shards, local or any fsspec URL (s3://)",
     )
 
 

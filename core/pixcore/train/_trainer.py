@@ -27,7 +27,7 @@ import json
 import sys
 import time
 import warnings
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,10 @@ from pixcore.train._data import (
     AugmentedDataset,
     ShardSampler,
     epoch_batches,
+    is_stream,
     rebuild_loader,
+    stream_layout,
+    stream_loader,
     training_sampler,
 )
 from pixcore.train._distributed import (
@@ -124,6 +127,7 @@ def _to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, T
 def evaluate(
     model: MultiTaskModel, loader: DataLoader[Sample], device: torch.device,
     manager: PluginManager | None = None, *, precision: str = "32", channels_last: bool = False,
+    observer: Callable[[Mapping[str, Tensor], Mapping[str, Tensor]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run the tasks' metrics over ``loader``: ``{task: {metric key: value, "protocol": ...}}``.
 
@@ -231,8 +235,9 @@ class Trainer:
         config: Trainer settings.
         train_loader: Yields training batches (re-iterated every epoch). Its order must be
             a function of the loader's generator or of ``sampler.set_epoch`` (as with
-            ``shuffle=True`` or a ``DistributedSampler``): the trainer re-seeds both from
-            ``(seed, epoch)`` so that a resumed run sees the same batches.
+            ``shuffle=True`` or a ``DistributedSampler``) or of a stream's ``start_epoch``:
+            the trainer re-seeds them from ``(seed, epoch)`` so that a resumed run sees the
+            same batches.
         val_loader: Held-out batches for evaluation, or None.
         out_dir: Where ``log.csv``, ``log.jsonl``, ``metrics.json`` and
             ``checkpoint.safetensors`` go (None: nothing is written).
@@ -359,11 +364,15 @@ class Trainer:
     def _check_train_loader(self) -> None:
         if not self.distributed.enabled:
             return
-        if getattr(self.train_loader.sampler, "num_replicas", None) != self.distributed.world_size:
+        world_size = self.distributed.world_size
+        if is_stream(self.train_loader.dataset) and getattr(self.train_loader.dataset, "world_size", 1) == world_size:
+            return  # a stream configured for this world: each rank streams its own span
+        if getattr(self.train_loader.sampler, "num_replicas", None) != world_size:
             raise PixcoreError(
                 f"training with {self.distributed.world_size} processes needs a training loader that "
                 "gives each rank its own share of the data: build it with "
-                "sampler=torch.utils.data.DistributedSampler(dataset, seed=...) (make_loaders does this)"
+                "sampler=torch.utils.data.DistributedSampler(dataset, seed=...), or for a stream (the "
+                "shards data set) call dataset.configure(rank=..., world_size=...) (make_loaders does both)"
             )
 
     def _builtin_callbacks(self) -> list[Callback]:
@@ -699,6 +708,8 @@ class Trainer:
                 "seconds": self._seconds(),
                 "callbacks": {c.state_key: s for c in self.callbacks if (s := c.state_dict())},
             }
+            if (layout := stream_layout(self.train_loader)) is not None:  # what a stream's order depends on
+                metadata["data_layout"] = layout
             if self.run_config is not None:
                 metadata["config"] = self.run_config.model_dump(mode="json")
             else:
@@ -733,6 +744,7 @@ class Trainer:
                 f"{path} is at step {meta['step']}, beyond trainer.steps={self.config.steps}; "
                 "raise trainer.steps to continue training"
             )
+        _check_stream_layout(path, meta.get("data_layout"), stream_layout(self.train_loader))
         has_ema = "ema_decay" in meta
         load_checkpoint(path, self.model, self.optimizer, scheduler=self.scheduler,
                         ema=self.ema.averaged if self.ema is not None and has_ema else None)
@@ -781,6 +793,19 @@ class Trainer:
         )
 
 
+def _check_stream_layout(path: Path, saved: Mapping[str, Any] | None, current: Mapping[str, Any] | None) -> None:
+    """A stream's order depends on its shards and on the processes x workers that split them."""
+    if saved is None or current is None or dict(saved) == dict(current):
+        return
+    changed = ", ".join(f"{k}: {saved.get(k)!r} then, {current.get(k)!r} now"
+                        for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k))
+    raise CheckpointError(
+        f"{path} was written by a run that streamed its data differently ({changed}); the order of the "
+        "samples depends on it. Resume with the same shards, data.batch_size and data.num_workers, or start "
+        "a new run from its weights."
+    )
+
+
 def _mean_parts(parts: Sequence[Mapping[str, Any]], device: torch.device) -> dict[str, Tensor]:
     """Each loss part's mean over the micro-batches of a step (parts present in all of them)."""
     keys = [k for k in parts[0] if all(k in p for p in parts)]
@@ -818,6 +843,9 @@ def make_loaders(
     ``valid_key`` with the right kind (:func:`pixcore.data._keys.check_data_keys`): a
     mismatch is a :class:`pixcore.ConfigError` now, not a ``KeyError`` at the first step.
     A data set without ``target_kinds`` is not checked.
+
+    A stream (the ``shards`` data set) is not sampled: every rank and loader worker streams
+    its own span of the epoch, cut to whole batches (:func:`pixcore.train._data.stream_loader`).
     """
     from pixcore.data._keys import check_data_keys
     from pixcore.model._compose import build_tasks
@@ -838,9 +866,33 @@ def make_loaders(
     pin = select_device(config.trainer.device).type == "cuda"
     workers = data.num_workers
     rank, world_size = current_distributed().rank, current_distributed().world_size
-    train_loader: DataLoader[Sample] = DataLoader(
+    if is_stream(train_set):  # streamed shards: each rank and worker reads its own span
+        train_loader = stream_loader(train_set, augmentation, seed=config.trainer.seed, rank=rank,
+                                     world_size=world_size, batch_size=data.batch_size, num_workers=workers,
+                                     pin_memory=pin, collate_fn=collate)
+    else:
+        augmented = AugmentedDataset(train_set, augmentation, config.trainer.seed)
+        train_loader = _map_style_loader(augmented, config, rank, world_size, pin, collate)
+    val_loader: DataLoader[Sample] | None = None
+    if data.val is not None:
+        val_set = manager.registry("datasets").create(data.val.name, data.val.params, path="data.val.params")
+        check_data_keys(val_set, tasks, where="data.val")
+        shard = None
+        if is_stream(val_set):  # every sample once, across ranks and workers
+            val_set.configure(rank=rank, world_size=world_size, num_workers=workers)  # type: ignore[attr-defined]
+        elif world_size > 1:
+            shard = ShardSampler(len(val_set), rank, world_size)
+        val_loader = DataLoader(val_set, batch_size=data.val_batch_size or data.batch_size, sampler=shard,
+                                num_workers=workers, pin_memory=pin, collate_fn=collate)
+    return train_loader, val_loader
+
+
+def _map_style_loader(
+    augmented: AugmentedDataset, config: RunConfig, rank: int, world_size: int, pin: bool, collate: Any
+) -> DataLoader[Sample]:
+    return DataLoader(
         augmented,
-        batch_size=data.batch_size,
+        batch_size=config.data.batch_size,
         sampler=training_sampler(augmented, config.trainer.seed, rank, world_size),
         drop_last=True,
         collate_fn=collate,
@@ -849,14 +901,6 @@ def make_loaders(
         generator=torch.Generator().manual_seed(config.trainer.seed),
         persistent_workers=False,  # workers are re-forked each epoch and see the new epoch number
     )
-    val_loader: DataLoader[Sample] | None = None
-    if data.val is not None:
-        val_set = manager.registry("datasets").create(data.val.name, data.val.params, path="data.val.params")
-        check_data_keys(val_set, tasks, where="data.val")
-        shard = ShardSampler(len(val_set), rank, world_size) if world_size > 1 else None
-        val_loader = DataLoader(val_set, batch_size=data.val_batch_size or data.batch_size, sampler=shard,
-                                num_workers=workers, pin_memory=pin, collate_fn=collate)
-    return train_loader, val_loader
 
 
 def train(
