@@ -64,6 +64,13 @@ class Backbone(nn.Module, abc.ABC):
 
     feature_info: list[FeatureLevel]
 
+    #: Whether ``pixcore export --dynamic`` can give this backbone symbolic heights and
+    #: widths. A backbone whose forward fixes sizes while tracing (shapes from Python
+    #: arithmetic on the input size that the exporter specialises) sets False, with the
+    #: reason in :attr:`fixed_export_reason`; it is then exported at one size.
+    dynamic_export: bool = True
+    fixed_export_reason: str = ""
+
     @property
     def stride(self) -> int:
         """The coarsest stride: input sizes are padded up to a multiple of it."""

@@ -233,3 +233,28 @@ def test_the_padded_size_is_a_stride_multiple_the_exporter_can_see() -> None:
     assert isinstance(height, torch.SymInt)
     assert sympy.simplify(sympy.Mod(height.node.expr, 32)) == 0, height.node.expr
     assert sympy.simplify(sympy.Mod(height.node.expr // 4, 8)) == 0, height.node.expr
+
+
+class _FixedSizeBackbone(TinyBackbone):
+    dynamic_export = False
+    fixed_export_reason = "its attention windows are counted in Python"
+
+
+def test_a_backbone_that_fixes_sizes_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    class Plugin:
+        @pixcore.hookimpl
+        def pixcore_backbones(self) -> list[pixcore.Component]:
+            return [pixcore.Component("fixed", _FixedSizeBackbone)]
+
+    manager = isolated_manager(Plugin(), "pixcore_seg._plugin")
+    model = pixcore.build_model("fixed", tasks={"s": {"task": "segmentation", "params": {"num_classes": 2}}},
+                                manager=manager).eval()
+    with pytest.raises(ExportError, match=r"_FixedSizeBackbone cannot be exported with dynamic height and width: "
+                                          r"its attention windows are counted in Python\. .*--size H W.*--window H W"):
+        export_model(model, tmp_path / "dynamic", dynamic=True)
+    assert not (tmp_path / "dynamic" / "model.onnx").exists()
+    path = export_model(model, tmp_path / "fixed", dynamic=False, size=(64, 96)).path
+    image = torch.randint(0, 256, (1, 3, 64, 96), dtype=torch.uint8)
+    with torch.no_grad():
+        eager = model(image)
+    np.testing.assert_array_equal(_run(path, image)["s"], eager["s"].argmax(1).numpy())

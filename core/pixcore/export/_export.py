@@ -76,6 +76,8 @@ def export_model(
     """
     net, source = _load(model)
     net = net.eval().float()
+    if dynamic:
+        _check_dynamic(net)
     outputs = export_outputs(net, probabilities=probabilities)
     graph = ExportedGraph(net, outputs).eval()
     height, width = size or EXAMPLE_SIZE
@@ -96,6 +98,22 @@ def export_model(
             torch.export.save(program, path)
             (folder / "model.json").write_text(json.dumps(metadata, indent=2), encoding="utf-8")
     return ExportResult(path, metadata, time.perf_counter() - start)
+
+
+def _check_dynamic(model: MultiTaskModel) -> None:
+    """A backbone that cannot take symbolic sizes is refused before minutes of tracing."""
+    backbone = model.backbone
+    if getattr(backbone, "dynamic_export", True):
+        return
+    name = getattr(backbone, "model_name", "") or type(backbone).__name__
+    reason = getattr(backbone, "fixed_export_reason", "") or "it fixes sizes while it is traced"
+    raise ExportError(
+        f"the backbone {name} cannot be exported with dynamic height and width: {reason}. Export it at "
+        "one size instead (`pixcore export CHECKPOINT --size H W` without --dynamic; in Python "
+        "dynamic=False, size=(H, W)) and run other sizes in windows of that size (`pixcore predict "
+        "--model model.onnx --window H W`), or train it with the backbone parameter size_policy: resize "
+        "(docs/deployment.md, 'What cannot be exported')."
+    )
 
 
 def _trace(graph: ExportedGraph, example: torch.Tensor, dynamic: bool) -> torch.export.ExportedProgram:
@@ -119,7 +137,7 @@ def _explain(graph: ExportedGraph, error: BaseException) -> str:
     return (
         f"cannot export the model: torch.export failed in {where} ({type(error).__name__}: {text}). "
         "Export without --dynamic (a fixed size) if it is a data-dependent size check; otherwise the "
-        "component needs code that torch.export can trace (docs/deployment.md, 'What exports')."
+        "component needs code that torch.export can trace (docs/deployment.md, 'What cannot be exported')."
     )
 
 

@@ -191,3 +191,10 @@ def test_vit_layer_groups_follow_timm_blocks() -> None:
         assert own and all(name.startswith(f"model.model.blocks.{block}.") for name in own)
     named = {name for name, p in backbone.named_parameters() if p.requires_grad}
     assert sorted(n for g in groups for n in g) == sorted(named)
+
+
+def test_shifted_window_families_export_at_one_size_unless_resized() -> None:
+    swin = TimmBackbone("swin_tiny_patch4_window7_224")
+    assert not swin.dynamic_export and "shifted-window" in swin.fixed_export_reason
+    assert TimmBackbone("swin_tiny_patch4_window7_224", size_policy="resize").dynamic_export
+    assert TimmBackbone("test_vit").dynamic_export and TimmBackbone("resnet18").dynamic_export

@@ -22,6 +22,7 @@ from pixcore_timm._families import (
     Architecture,
     SizePolicy,
     architecture,
+    family_exports_dynamic,
     family_maps_exact,
     family_min_size,
     family_policy,
@@ -175,6 +176,12 @@ class TimmBackbone(pixcore.Backbone):
         self.native_size = arch.native_size
         self.min_size = family_min_size(arch.family)
         self.maps_exact = family_maps_exact(arch.family) and self.size_policy != "resize"
+        self.dynamic_export = family_exports_dynamic(arch.family) or self.size_policy == "resize"
+        if not self.dynamic_export:
+            self.fixed_export_reason = (
+                f"its shifted-window attention ({arch.family}) builds masks and window counts from the input "
+                "size, which the exporter fixes at the example's size"
+            )
         self.protocol = _protocol(probe, cast(FeatureGetterNet, self.model)) if probe else ""
         if self.freeze:
             self.model.requires_grad_(False)

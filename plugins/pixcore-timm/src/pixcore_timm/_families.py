@@ -62,6 +62,17 @@ _MIN_SIZE = {"inception_v3": 75, "inception_v4": 75, "inception_resnet_v2": 75}
 _SHORT_MAPS = frozenset({"inception_v3", "inception_v4", "inception_resnet_v2", "xception"})
 
 
+#: Shifted-window attention: the attention masks and window counts are built from the
+#: input size in Python; torch.export keeps those of the example size (the graph then fails
+#: at other sizes in ONNX Runtime) and its shape reasoning over them takes over 10 minutes.
+_FIXED_SIZE_EXPORT = frozenset({"swin_transformer", "swin_transformer_v2", "swin_transformer_v2_cr"})
+
+
+def family_exports_dynamic(family: str) -> bool:
+    """Whether a family's models export with dynamic height and width (unless resized)."""
+    return family not in _FIXED_SIZE_EXPORT
+
+
 def family_maps_exact(family: str) -> bool:
     """Whether a family's maps are ``ceil(H / stride)`` for inputs that are stride multiples."""
     return family not in _SHORT_MAPS
