@@ -862,7 +862,7 @@ def make_loaders(
     from pixcore.augment import Compose
     from pixcore.data import collate  # samples may lack some labels (present/<key>)
 
-    augmented = AugmentedDataset(train_set, Compose(augmentations) if augmentations else None, config.trainer.seed)
+    augmentation = Compose(augmentations) if augmentations else None
     pin = select_device(config.trainer.device).type == "cuda"
     workers = data.num_workers
     rank, world_size = current_distributed().rank, current_distributed().world_size
@@ -896,7 +896,7 @@ def _map_style_loader(
         sampler=training_sampler(augmented, config.trainer.seed, rank, world_size),
         drop_last=True,
         collate_fn=collate,
-        num_workers=workers,
+        num_workers=config.data.num_workers,
         pin_memory=pin,
         generator=torch.Generator().manual_seed(config.trainer.seed),
         persistent_workers=False,  # workers are re-forked each epoch and see the new epoch number
