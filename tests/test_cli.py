@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 from pixcore._cli import DEBUG_ENV, main
+from pixcore.data import CLASS_NAMES
 from pixcore.train import load_checkpoint, read_metadata
 
 pytestmark = pytest.mark.slow
@@ -62,12 +64,65 @@ def test_demo_writes_metrics_log_checkpoint_and_picture(
     assert picture.shape[0] > 2 * 2 * 40 and picture.shape[1] > 7 * 2 * 48
     assert picture.std() > 20, "the picture is not blank"
 
+    # The run report, named in the last lines of the output.
+    pictures = {p.stem.partition("_")[2] for p in (out / "report").glob("*.png")}
+    assert (out / "report.html").is_file()
+    assert {"loss", "iou_semseg", "confusion_semseg", "depth_maps_depth", "normals_maps_normals", "samples"} <= pictures
+    assert f"report: {out / 'report.html'}" in printed.splitlines()[-2]
+
 
 def test_demo_check_fails_when_a_bar_is_missed(tmp_path: Path) -> None:
     # One step at lr 0 cannot beat the baselines: --check must turn that into exit code 1.
     code = main(["demo", "--out", str(tmp_path), "--steps", "1", "--check", "--samples", "1",
                  *_args([*SMALL, "trainer.lr=1e-12"])])
     assert code == 1
+
+
+def test_demo_check_fails_when_a_class_misses_its_iou(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pixcore._cli as cli
+
+    # Bars any model meets, so that only the per-class IoU can decide the exit code.
+    monkeypatch.setattr(cli, "DEMO_BARS", (("semseg", "miou", True, 0.0), ("depth", "abs_rel", False, math.inf),
+                                           ("normals", "mean", False, math.inf)))
+    argv = ["demo", "--steps", "1", "--check", "--samples", "1", *_args([*SMALL, "trainer.lr=1e-12"])]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 1  # one step at lr 0: no class reaches 0.5
+    printed = capsys.readouterr().out
+    assert all(f"{name:<10}" in printed for name in CLASS_NAMES), printed
+    summary = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert all(bar["passed"] for bar in summary["bars"])
+    assert [c["class"] for c in summary["classes"]] == list(CLASS_NAMES)
+    assert not all(c["passed"] for c in summary["classes"])
+
+    monkeypatch.setattr(cli, "DEMO_MIN_CLASS_IOU", 0.0)  # the same run passes when any IoU will do
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+
+
+@pytest.mark.parametrize(
+    ("ious", "names", "expected"),
+    [
+        ([0.9, 0.5, 0.49], ("floor", "wall", "sphere"), [("floor", 0.9, True), ("wall", 0.5, True),
+                                                         ("sphere", 0.49, False)]),
+        # Names that do not match the scored classes are not guessed from.
+        ([0.7, 0.2], ("floor", "wall", "sphere"), [("class 0", 0.7, True), ("class 1", 0.2, False)]),
+        ([0.7, 0.2], None, [("class 0", 0.7, True), ("class 1", 0.2, False)]),
+    ],
+)
+def test_class_ious_names_each_class_and_compares_with_the_bar(
+    ious: list[float], names: tuple[str, ...] | None, expected: list[tuple[str, float, bool]]
+) -> None:
+    from pixcore._cli import _class_ious
+
+    metrics = {"miou": 0.5, "pixel_acc": 0.9, **{f"iou/{c}": v for c, v in enumerate(ious)}}
+    assert _class_ious(metrics, names) == expected
+
+
+def test_class_ious_a_class_neither_shown_nor_predicted_fails() -> None:
+    from pixcore._cli import _class_ious
+
+    [(name, iou, ok)] = _class_ious({"iou/0": math.nan}, ("sphere",))
+    assert name == "sphere" and math.isnan(iou) and not ok
 
 
 def test_train_from_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -31,6 +31,24 @@ DEMO_BARS: tuple[tuple[str, str, bool, float], ...] = (
     ("depth", "abs_rel", False, 0.5),
     ("normals", "mean", False, 0.6),
 )
+#: ... and the IoU every segmentation class must reach on the held-out rooms: a high mIoU can
+#: hide a class the model never predicts.
+DEMO_MIN_CLASS_IOU = 0.5
+
+
+def _class_ious(metrics: dict[str, Any], class_names: Sequence[str] | None) -> list[tuple[str, float, bool]]:
+    """``(class name, IoU, reaches DEMO_MIN_CLASS_IOU)`` per class of a ``miou`` result.
+
+    A NaN IoU (a class neither shown nor predicted) fails: the demo promises every class.
+    Classes are named by the data set when it names as many as the metric scored.
+    """
+    count = sum(1 for key in metrics if key.startswith("iou/"))
+    names = list(class_names) if class_names is not None and len(class_names) == count else None
+    rows = []
+    for c in range(count):
+        iou = float(metrics[f"iou/{c}"])
+        rows.append((names[c] if names else f"class {c}", iou, iou >= DEMO_MIN_CLASS_IOU))
+    return rows
 
 
 def _demo_config_path() -> Path:
@@ -86,6 +104,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"{task:<8} {key:<8} {ours:>9.4f} {base:>9.4f} {achieved:>7.3f}  {goal:<8} {'yes' if ok else 'NO'}")
     for task, values in result.metrics.items():
         print(f"  {task} protocols: {values.get('protocol')}")
+    classes = _class_ious(result.metrics[DEMO_BARS[0][0]], getattr(trainer.val_loader.dataset, "class_names", None))
+    print(f"\n{'class':<10} {'IoU':>6}  goal      ok")
+    for name, iou, ok in classes:
+        print(f"{name:<10} {iou:>6.3f}  >= {DEMO_MIN_CLASS_IOU:<6g} {'yes' if ok else 'NO'}")
+    verdicts.extend(ok for _, _, ok in classes)
 
     summary = {
         "model": result.metrics,
@@ -94,6 +117,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             {"task": t, "metric": k, "model": o, "baseline": b, "ratio": a, "goal": g, "passed": ok}
             for t, k, o, b, a, g, ok in rows
         ],
+        "classes": [{"class": n, "iou": v, "goal": f">= {DEMO_MIN_CLASS_IOU:g}", "passed": ok} for n, v, ok in classes],
         "steps": result.steps,
         "seconds": result.seconds,
         "device": str(trainer.device),
@@ -115,11 +139,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             panels.append(row)
     labels = ["input"] + [f"{n} {w}" for n in model.bindings for w in ("truth", "pred")]
     grid = save_grid(out / "samples.png", panels, labels, scale=2)
+    from pixcore.report import build_report
+
+    report = build_report(out)
     print(f"\nwrote {out / 'metrics.json'}, {out / 'log.csv'}, {result.checkpoint}, {grid}")
+    print(f"report: {report} (opens offline in a browser; `pixcore report {out}` redraws it)")
     if all(verdicts):
-        print("the model beats every trivial baseline by the required margin")
+        print(f"the model beats every trivial baseline by the required margin; every class has IoU >= "
+              f"{DEMO_MIN_CLASS_IOU:g}")
         return 0
-    print("the model did NOT beat every baseline by the required margin (see 'ok' above)")
+    print(f"the model did NOT beat every baseline by the required margin or reach IoU {DEMO_MIN_CLASS_IOU:g} "
+          "in every class (see 'ok' above)")
     return 1 if args.check else 0
 
 
@@ -369,6 +399,14 @@ def _backbone_params(items: list[str]) -> dict[str, object]:
     return params
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pixcore.report import build_report
+
+    path = build_report(args.run_dir, args.out)
+    print(f"wrote {path} (its pictures are also in {Path(args.run_dir) / 'report'}/)")
+    return 0
+
+
 def _cmd_new_plugin(args: argparse.Namespace) -> int:
     from pixcore._scaffold import write_plugin
 
@@ -515,6 +553,11 @@ def _parser(registry: bool = True) -> argparse.ArgumentParser:
     new_plugin.add_argument("--out", type=Path,
                             help="folder to create, which must be new or empty (default: ./NAME)")
     new_plugin.set_defaults(func=_cmd_new_plugin)
+
+    report = sub.add_parser("report", help="an HTML report of a run folder: curves, metrics, error maps, samples")
+    report.add_argument("run_dir", type=Path, help="the --out folder of `pixcore train` or `pixcore demo`")
+    report.add_argument("--out", type=Path, help="the HTML file to write (default: RUN_DIR/report.html)")
+    report.set_defaults(func=_cmd_report)
     return parser
 
 

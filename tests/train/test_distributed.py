@@ -15,6 +15,7 @@ import pytest
 import torch
 import train_toy
 from pixcore import RunConfig
+from pixcore._runfiles import read_snapshot
 from pixcore.train import ShardSampler, read_metadata, train
 from pixcore.train._data import seed_epoch, training_sampler
 from safetensors import safe_open
@@ -108,3 +109,12 @@ def test_torchrun_two_processes_match_one_process_with_the_global_batch(tmp_path
     assert metrics["brightness"]["count"] == result.metrics["brightness"]["count"]  # each sample once
     assert metrics["brightness"]["mae"] == pytest.approx(result.metrics["brightness"]["mae"], rel=1e-4)
     assert done.stdout.count('"brightness"') == 2, "only rank 0 prints the metrics (of 2 halves)"
+
+    # What the report reads: written once (by rank 0), resumed by appending. The kept samples
+    # are the first of rank 0's shard of the validation set.
+    records = [json.loads(line) for line in (out / "run.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["step"]) for r in records] == [("start", 0), ("end", 3), ("start", 3), ("end", 6)]
+    assert records[0]["world_size"] == 2
+    snapshots = sorted(p.name for p in (out / "eval").iterdir())
+    assert snapshots == ["step_0000003.npz", "step_0000006.npz"]
+    assert read_snapshot(out / "eval" / snapshots[-1]).meta["indices"] == [0, 2, 4]

@@ -29,6 +29,7 @@ from pixcore.train._optim import parameter_groups as parameter_groups
 from pixcore.train._pretrained import PretrainedReport as PretrainedReport
 from pixcore.train._pretrained import load_pretrained as load_pretrained
 from pixcore.train._pretrained import read_state_dict as read_state_dict
+from pixcore.train._record import RunRecord as RunRecord
 from pixcore.train._signals import EXIT_INTERRUPTED as EXIT_INTERRUPTED
 from pixcore.train._trainer import NonFiniteLossError as NonFiniteLossError
 from pixcore.train._trainer import RunExistsError as RunExistsError
@@ -55,6 +56,7 @@ __all__ = [
     "PretrainedReport",
     "RngState",
     "RunExistsError",
+    "RunRecord",
     "ShardSampler",
     "TensorBoardLogger",
     "TrainResult",

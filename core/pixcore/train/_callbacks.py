@@ -9,8 +9,9 @@ that listens to it::
                 step, epoch, position in the epoch, skipped-step count and callback
                 states
         >> on_fit_start(trainer)            CSVLogger/JSONLLogger open (resume: cut
-                                            rows after the resumed step), TensorBoard,
-                                            EarlyStopping (checks its metric exists)
+                                            rows after the resumed step), RunRecord
+                                            (run.jsonl), TensorBoard, EarlyStopping
+                                            (checks its metric exists)
         resume: restore the random generators (last: nothing may draw before step 1)
         while step < steps:
             >> on_step_start(trainer)
@@ -33,13 +34,13 @@ that listens to it::
                 >> on_log(trainer, row)       CSVLogger, JSONLLogger, TensorBoardLogger
             every eval_every steps and at the last step:
                 metrics <- evaluate, with the EMA weights if ema_eval (DDP: summed
-                           over ranks)
+                           over ranks); out_dir: rank 0 writes eval/step_<N>.npz
                 >> on_evaluate_end(trainer, metrics)   JSONLLogger, TensorBoardLogger,
                                                        EarlyStopping (may request a stop)
             >> on_step_end(trainer, loss)     Checkpointing, every checkpoint_every steps
             SIGTERM/SIGINT received or request_stop() called: leave the loop
         >> on_fit_end(trainer, result)      Checkpointing (final checkpoint),
-                                            TensorBoardLogger (close)
+                                            TensorBoardLogger (close), RunRecord
 
     trainer.save(), wherever it is called:
         weights, statistics or EMA weights not finite: raise, keep the old checkpoint

@@ -135,6 +135,8 @@ def evaluate(
     ranks, so every rank returns the results for the whole data set. ``precision``
     (``"32"``, ``"bf16"``, ``"fp16"``) runs the forward pass under autocast; the metrics
     always see float32 predictions. ``channels_last`` passes images in NHWC memory order.
+    ``observer(batch, predictions)``, if given, sees every batch (on the device) with the
+    float32 predictions after the metrics (the trainer keeps its evaluation snapshots so).
     """
     was_training = model.training
     model.eval()
@@ -149,10 +151,13 @@ def evaluate(
         image = to_channels_last(batch["image"]) if channels_last else batch["image"]
         with autocast(precision, device):
             predictions = model(image)
+        predictions = {name: value.float() for name, value in predictions.items()}
         for name, binding in model.bindings.items():
             target, valid = binding.task.target_and_valid(batch)
             for metric in metrics[name].values():
-                metric.update(predictions[name].float(), target, valid)
+                metric.update(predictions[name], target, valid)
+        if observer is not None:
+            observer(batch, predictions)
     model.train(was_training)
     results = _collect(metrics)
     features = _feature_protocol(model)
@@ -239,8 +244,9 @@ class Trainer:
             the trainer re-seeds them from ``(seed, epoch)`` so that a resumed run sees the
             same batches.
         val_loader: Held-out batches for evaluation, or None.
-        out_dir: Where ``log.csv``, ``log.jsonl``, ``metrics.json`` and
-            ``checkpoint.safetensors`` go (None: nothing is written).
+        out_dir: Where ``log.csv``, ``log.jsonl``, ``metrics.json``,
+            ``checkpoint.safetensors`` and, for ``pixcore report``, ``run.jsonl`` and
+            ``eval/step_<N>.npz`` go (None: nothing is written).
         run_config: Stored in the checkpoint so that it can rebuild its model.
         overwrite: Let a new run replace the run already in ``out_dir`` (its checkpoint
             and logs are deleted when training starts); without it :meth:`fit` refuses.
@@ -379,7 +385,8 @@ class Trainer:
         config = self.config
         callbacks: list[Callback] = []
         if self.out_dir is not None:
-            callbacks += [CSVLogger(self.out_dir / "log.csv"), JSONLLogger(self.out_dir / "log.jsonl")]
+            callbacks += [CSVLogger(self.out_dir / "log.csv"), JSONLLogger(self.out_dir / "log.jsonl"),
+                          RunRecord(self.out_dir)]
             if config.tensorboard:
                 callbacks.append(TensorBoardLogger(self.out_dir / "tensorboard"))
         if config.early_stopping_metric is not None:
@@ -624,10 +631,22 @@ class Trainer:
         # fork_rng: evaluation must not move the training's random stream, or how often one
         # evaluates would change the trained weights.
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        assert self.val_loader is not None
+        snapshot = None
+        if self.out_dir is not None:  # what `pixcore report` draws (see pixcore.train._record)
+            snapshot = EvaluationSnapshot(
+                self.evaluation_model, self.device, class_names=getattr(self.val_loader.dataset, "class_names", ()),
+                indices=first_indices(self.val_loader, SNAPSHOT_SAMPLES),
+            )
+        start = time.perf_counter()
         with torch.random.fork_rng(devices=devices):
-            assert self.val_loader is not None
             self.metrics = evaluate(self.evaluation_model, self.val_loader, self.device, self.manager,
-                                    precision=self.config.precision, channels_last=self.config.channels_last)
+                                    precision=self.config.precision, channels_last=self.config.channels_last,
+                                    observer=snapshot)
+        if snapshot is not None and self.out_dir is not None:
+            snapshot.reduce(self.distributed)
+            if self.is_main_process:
+                snapshot.save(snapshot_path(self.out_dir, self.step), self.step, time.perf_counter() - start)
         self._last_eval_step = self.step
         self._emit("on_evaluate_end", self.metrics)
 
