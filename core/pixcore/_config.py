@@ -109,6 +109,12 @@ class PretrainedConfig(_Strict):
         description="Key prefixes to rename after `prefix`, {old: new}, longest match first; "
         "e.g. {'': 'model.'} prefixes every key.",
     )
+    on_scratch: Literal["refuse", "skip"] = Field(
+        default="refuse",
+        description="With trainer.recipe 'scratch', which trains from the default initialisation: "
+        "'refuse' (the run stops, as the two settings contradict each other) or 'skip' (these weights "
+        "are not loaded), so that one config serves every recipe, e.g. a sweep over trainer.recipe.",
+    )
 
 
 class ModelConfig(_Strict):

@@ -24,6 +24,7 @@ from pixcore._targets import (
 )
 from pixcore.data._synthetic import (
     CLASS_NAMES,
+    STYLES,
     Primitive,
     RenderedScene,
     SyntheticScenes,
@@ -540,3 +541,73 @@ def test_dataset_collates_with_default_collate() -> None:
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
     assert batch["image"].shape == (4, 3, 24, 20)
     assert batch["valid"].dtype == torch.bool
+
+
+# --------------------------------------------------------------------------------------
+# Styles
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_night_labels_match_the_naive_reference_renderer(index: int) -> None:
+    """Night scenes are other draws of the same geometry: their labels are exact too."""
+    s = render_scene(4, index, 97, 130, style="night")
+    cls, depth = reference_labels(s)
+    assert (s.semseg != cls).mean() < 0.005  # silhouette pixels only
+    ok = s.valid & (s.semseg == cls)
+    np.testing.assert_allclose(s.depth[ok], depth[ok], rtol=1e-4)
+    np.testing.assert_array_equal(s.valid, s.semseg != WINDOW)
+
+
+def _camera(s: RenderedScene) -> tuple[float, float, float]:
+    """Camera height (m), pitch and horizontal field of view (degrees), from the pose and K."""
+    forward = s.scene.camera_to_world[:3, 2]  # the camera's z axis in the world (z up)
+    hfov = 2 * math.atan(s.semseg.shape[1] / 2 / s.scene.intrinsics[0, 0])
+    return s.scene.camera_to_world[2, 3], math.degrees(math.asin(forward[2])), math.degrees(hfov)
+
+
+def test_night_is_another_distribution_of_cameras_objects_and_light() -> None:
+    scenes = {style: [render_scene(2, i, 32, 32, style=style) for i in range(40)] for style in STYLES}
+    assert STYLES == ("day", "night")
+    for style, (height, pitch, hfov) in {"day": ((1.0, 1.8), (-25, 5), (55, 75)),
+                                         "night": ((1.6, 2.3), (-40, -10), (70, 90))}.items():
+        cameras = np.array([_camera(s) for s in scenes[style]])
+        assert (cameras[:, 0] >= height[0]).all() and (cameras[:, 0] <= height[1]).all(), style
+        assert (cameras[:, 1] >= pitch[0] - 1e-9).all() and (cameras[:, 1] <= pitch[1] + 1e-9).all(), style
+        assert (cameras[:, 2] >= hfov[0] - 1e-9).all() and (cameras[:, 2] <= hfov[1] + 1e-9).all(), style
+    # Spheres are one kind in three by day, one in five by night (40 rooms, ~160 objects).
+    kinds = {style: [p.kind for s in scenes[style] for p in s.scene.primitives] for style in STYLES}
+    assert kinds["day"].count("sphere") / len(kinds["day"]) > 0.25
+    assert kinds["night"].count("sphere") / len(kinds["night"]) < 0.25
+    # Darker rooms, and dark windows where the day has a bright sky.
+    brightness = {style: np.mean([s.image.mean() for s in scenes[style]]) for style in STYLES}
+    assert brightness["night"] < 0.6 * brightness["day"]
+    for style, lo, hi in (("day", 140, 255), ("night", 0, 50)):
+        glass = np.concatenate([s.image[s.semseg == WINDOW].mean(axis=1) for s in scenes[style]])
+        assert glass.size > 20 and lo < np.median(glass) < hi, style
+    assert all(s.image.astype(np.float64).std() > 5 for s in scenes["night"])  # not black frames
+
+
+def test_styles_are_deterministic_with_streams_of_their_own() -> None:
+    night = render_scene(11, 4, 40, 48, style="night")
+    for i in (0, 9):
+        render_scene(11, i, 40, 48, style="night")
+        render_scene(11, i, 40, 48)
+    _assert_same(night, render_scene(11, 4, 40, 48, style="night"))
+    _assert_same(render_scene(11, 4, 40, 48), render_scene(11, 4, 40, 48, style="day"))  # the default
+    day = render_scene(11, 4, 40, 48)
+    # Another stream, not a repainted day scene: the room and the camera differ too.
+    assert not np.array_equal(night.scene.room_max, day.scene.room_max)
+    assert not np.array_equal(night.scene.camera_to_world[:2, 3], day.scene.camera_to_world[:2, 3])
+    with pytest.raises(ValueError, match=r"unknown style 'dusk'; the styles are day, night"):
+        render_scene(0, 0, style="dusk")  # type: ignore[arg-type]
+
+
+def test_dataset_style() -> None:
+    ds = SyntheticScenes("val", length=2, height=24, width=20, seed=1, style="night")
+    s = render_scene(3 * 1 + 1, 1, 24, 20, style="night")
+    np.testing.assert_array_equal(ds[1]["image"].permute(1, 2, 0).numpy(), s.image)
+    np.testing.assert_array_equal(ds[1]["semseg"].numpy(), s.semseg)
+    assert "style='night'" in repr(ds)
+    with pytest.raises(ValueError, match=r"unknown style 'Night'; the styles are day, night"):
+        SyntheticScenes(style="Night")  # type: ignore[arg-type]

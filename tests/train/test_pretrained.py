@@ -159,6 +159,33 @@ def test_recipes_check_the_pretrained_weights(tmp_path: Path) -> None:
         check_recipe(linear)  # linear heads: nothing to warn about
 
 
+def test_scratch_skips_weights_marked_on_scratch_skip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One config for every recipe: `on_scratch: skip` leaves the weights out of scratch runs only."""
+    manager = train_toy.toy_manager()
+    donor, _ = train(_config(), tmp_path / "donor", manager)
+    weights = {"path": str(tmp_path / "donor" / "checkpoint.safetensors"), "part": "backbone", "on_scratch": "skip"}
+    scratch = _config(steps=1, lr=1e-12, recipe="scratch", model={"pretrained": weights})
+    check_recipe(scratch)  # no error: the weights are skipped
+    trainer, _ = train(scratch, None, manager)
+    assert trainer.pretrained_report is None
+    assert "not loaded: trainer.recipe='scratch'" in capsys.readouterr().err
+    # The backbone is the default initialisation of this seed, not the donor's.
+    fresh = _model(seed=0).backbone.state_dict()
+    for key, value in trainer.model.backbone.named_parameters():
+        torch.testing.assert_close(value, fresh[key], msg=key)
+        assert not torch.equal(value, donor.model.backbone.state_dict()[key]), key
+    # The other recipes still load them.
+    finetune, _ = train(_config(steps=1, lr=1e-12, recipe="finetune", model={"pretrained": weights}), None, manager)
+    assert finetune.pretrained_report is not None and finetune.pretrained_report.complete
+    # A backbone's own file cannot be skipped; without `skip`, scratch refuses as before.
+    with_file = _config(recipe="scratch", model={"pretrained": weights})
+    with_file.model.backbone.params["pretrained"] = "resnet18.safetensors"
+    with pytest.raises(pixcore.ConfigError, match=r"configured \(the backbone's `pretrained`\)"):
+        check_recipe(with_file)
+    with pytest.raises(pixcore.ConfigError, match="on_scratch: skip"):
+        check_recipe(_config(recipe="scratch", model={"pretrained": {**weights, "on_scratch": "refuse"}}))
+
+
 def test_unreadable_files_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         load_pretrained(_model(), tmp_path / "nope.safetensors")

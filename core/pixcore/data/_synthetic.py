@@ -33,6 +33,28 @@ depth ``z`` on it is ``z * K^-1 @ (u, v, 1)``.
 Rendering is deterministic: :func:`render_scene` draws everything from
 ``np.random.default_rng([seed, index])``, so the same arguments give bit-identical
 arrays regardless of call order or process.
+
+Styles
+------
+``style`` picks the distribution the scenes are drawn from (:data:`STYLES`), so that a
+model can be trained on one and transferred to another with the same classes and the
+same exact labels:
+
+* ``"day"`` (the default): pale walls, a checkered floor, bright sky in the windows, a
+  white light, an eye-level camera (1.0-1.8 m, pitch -25 to 5 degrees, 55-75 degree
+  field of view) and spheres, boxes and cylinders equally often;
+* ``"night"``: saturated walls with a dark band at their foot, a plank floor, dark
+  windows, one warm lamp with a strong falloff and a dim ambient, a higher camera that
+  looks down more (1.6-2.3 m, pitch -40 to -10 degrees, 70-90 degrees), boxes and
+  cylinders twice as often as spheres, and the object textures swapped: spheres carry
+  the vertical stripes that mark cylinders by day, cylinders the horizontal bands of
+  the day's spheres, boxes are plain. A model that learnt "stripes mean cylinder" by
+  day is wrong by night, as a photo model is on another camera or season.
+
+Each style has its own scene streams: a night scene is drawn from
+``np.random.default_rng([seed, index, 1])``, so scene ``index`` of a night stream shares
+nothing with scene ``index`` of the day stream. The day's scenes are those of the
+renderer before styles existed, bit for bit.
 """
 
 from __future__ import annotations
@@ -40,9 +62,9 @@ from __future__ import annotations
 import colorsys
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
@@ -61,6 +83,7 @@ from pixcore._targets import (
 __all__ = [
     "CLASS_NAMES",
     "SPLITS",
+    "STYLES",
     "WALL_NAMES",
     "Primitive",
     "RenderedScene",
@@ -87,6 +110,11 @@ WALL_NAMES: tuple[str, ...] = ("x_min", "x_max", "y_min", "y_max")
 
 #: Split names of :class:`SyntheticScenes`, in the order of their stream ids.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+#: A scene style: which distribution scenes are drawn from (see the module docstring).
+Style = Literal["day", "night"]
+#: The style names, the default first.
+STYLES: tuple[str, ...] = get_args(Style)
 
 _KIND_CLASS = {"sphere": SPHERE, "box": BOX, "cylinder": CYLINDER}
 
@@ -294,29 +322,87 @@ class _Style:
     wall_stripe: float  # stripe period in metres, 0 for plain walls
     ceiling: tuple[float, float, float]
     stripes: tuple[int, ...]  # per primitive: number of pattern repeats
+    look: _Look  # what every room of its style shares
+
+
+@dataclass(frozen=True)
+class _Look:
+    """How a style lights and textures every room; a room's own colours are in :class:`_Style`."""
+
+    ambient: float  # shade of a surface the light does not reach...
+    ambient_up: float  # ...plus this times the world normal's z (ceilings a little brighter)
+    light: float  # the point light's strength
+    falloff: float  # 1 / the squared distance (m^2) at which the light is halved
+    sky: float  # brightness of window glass 1 m above the floor...
+    sky_up: float  # ...plus this per metre upwards
+    frame: float  # added on the window crosses (mullions)
+    glass: tuple[float, float, float]  # window colour
+    tint: tuple[float, float, float] | None  # the light's colour, multiplying the image; None: white
+    floor_planks: bool  # planks (their edges at x = k * floor_tile) instead of a checkerboard
+    wainscot: float  # height in metres of a darker band at the foot of the walls; 0: none
+    patterns: Mapping[str, _Pattern]  # the texture of each primitive kind
+
+
+@dataclass(frozen=True)
+class _SceneStyle:
+    """What scenes of a style are drawn from. Room size, object sizes, windows and the
+    light's position are drawn alike for every style; the labels are computed alike."""
+
+    stream: tuple[int, ...]  # appended to [seed, index] in the generator's seed: a style's own scenes
+    camera_height: tuple[float, float]  # metres
+    pitch: tuple[float, float]  # degrees; negative looks down
+    hfov: tuple[float, float]  # horizontal field of view, degrees
+    kinds: tuple[str, ...]  # a primitive's kind is drawn uniformly from these: a repeated kind is likelier
+    palette: Callable[[_Draws, tuple[int, ...]], _Style]  # a room's colours, given the primitives' stripes
+
+
+def _day_palette(d: _Draws, stripes: tuple[int, ...]) -> _Style:
+    """Pale walls (some striped), a light checkered floor, a white ceiling."""
+    return _Style(
+        floor=_hsv(d.uniform(0.03, 0.12), d.uniform(0.35, 0.65), d.uniform(0.5, 0.75)),
+        floor_tile=d.uniform(0.3, 0.7),
+        wall=_hsv(d.random(), d.uniform(0.08, 0.25), d.uniform(0.75, 0.92)),
+        wall_stripe=d.uniform(0.25, 0.6) if d.random() < 0.6 else 0.0,
+        ceiling=_hsv(d.uniform(0.1, 0.6), 0.04, d.uniform(0.9, 0.98)),
+        stripes=stripes,
+        look=_DAY_LOOK,
+    )
+
+
+def _night_palette(d: _Draws, stripes: tuple[int, ...]) -> _Style:
+    """Saturated plain walls, dark wooden planks (``floor_tile``: their width), a grey ceiling."""
+    return _Style(
+        floor=_hsv(d.uniform(0.02, 0.09), d.uniform(0.5, 0.8), d.uniform(0.3, 0.5)),
+        floor_tile=d.uniform(0.12, 0.25),
+        wall=_hsv(d.random(), d.uniform(0.35, 0.6), d.uniform(0.45, 0.7)),
+        wall_stripe=0.0,
+        ceiling=_hsv(d.uniform(0.05, 0.15), 0.1, d.uniform(0.5, 0.65)),
+        stripes=stripes,
+        look=_NIGHT_LOOK,
+    )
 
 
 def _sample_scene(
-    rng: np.random.Generator, height: int, width: int
+    rng: np.random.Generator, height: int, width: int, spec: _SceneStyle
 ) -> tuple[SceneDescription, _Style]:
-    """Draw a random room, camera, primitives, windows and appearance."""
+    """Draw a random room, camera, primitives, windows and appearance from ``spec``'s ranges."""
     d = _Draws(rng)
     # Room: 4-8 m wide and deep, 2.5-3.5 m high, floor at z = 0, centred on the origin.
     size_x, size_y, size_z = d.uniform(4.0, 8.0), d.uniform(4.0, 8.0), d.uniform(2.5, 3.5)
     lo_x, hi_x, lo_y, hi_y = -size_x / 2, size_x / 2, -size_y / 2, size_y / 2
 
-    # Camera: 0.5 m from the walls, 1.0-1.8 m high, looking roughly towards a random
-    # point of the room (so it rarely stares at a wall from up close).
+    # Camera: 0.5 m from the walls, at the style's height, looking roughly towards a
+    # random point of the room (so it rarely stares at a wall from up close).
     m = 0.5
     cam_x, cam_y = d.uniform(lo_x + m, hi_x - m), d.uniform(lo_y + m, hi_y - m)
-    cam_z = d.uniform(1.0, 1.8)
+    cam_z = d.uniform(*spec.camera_height)
     for _ in range(20):
         tx, ty = d.uniform(lo_x + m, hi_x - m), d.uniform(lo_y + m, hi_y - m)
         if math.hypot(tx - cam_x, ty - cam_y) > 1.5:
             break
     yaw = math.atan2(ty - cam_y, tx - cam_x) + d.uniform(-0.3, 0.3)
-    pitch = math.radians(d.uniform(-25.0, 5.0))
-    hfov = math.radians(d.uniform(55.0, 75.0))
+    pitch = math.radians(d.uniform(*spec.pitch))
+    hfov = math.radians(d.uniform(*spec.hfov))
 
     cp, sp, cy, sy = math.cos(pitch), math.sin(pitch), math.cos(yaw), math.sin(yaw)
     forward = (cp * cy, cp * sy, sp)
@@ -341,7 +427,7 @@ def _sample_scene(
     primitives: list[Primitive] = []
     stripes: list[int] = []
     for _ in range(d.integer(2, 7)):
-        kind = ("sphere", "box", "cylinder")[d.integer(0, 3)]
+        kind = spec.kinds[d.integer(0, len(spec.kinds))]
         obj_yaw = 0.0
         if kind == "sphere":
             r = d.uniform(0.15, 0.6)
@@ -396,14 +482,7 @@ def _sample_scene(
         windows.append(Window(wall, tuple(cmin), tuple(cmax)))  # type: ignore[arg-type]
 
     light = np.array([d.uniform(lo_x + m, hi_x - m), d.uniform(lo_y + m, hi_y - m), size_z - 0.3])
-    style = _Style(
-        floor=_hsv(d.uniform(0.03, 0.12), d.uniform(0.35, 0.65), d.uniform(0.5, 0.75)),
-        floor_tile=d.uniform(0.3, 0.7),
-        wall=_hsv(d.random(), d.uniform(0.08, 0.25), d.uniform(0.75, 0.92)),
-        wall_stripe=d.uniform(0.25, 0.6) if d.random() < 0.6 else 0.0,
-        ceiling=_hsv(d.uniform(0.1, 0.6), 0.04, d.uniform(0.9, 0.98)),
-        stripes=tuple(stripes),
-    )
+    style = spec.palette(d, tuple(stripes))
     scene = SceneDescription(
         intrinsics=_readonly(intrinsics),
         camera_to_world=_readonly(camera_to_world),
@@ -569,7 +648,21 @@ def _noise(height: int, width: int) -> np.ndarray:
     return tile
 
 
-def render_scene(seed: int, index: int, height: int = 128, width: int = 128) -> RenderedScene:
+_SCENE_STYLES: dict[str, _SceneStyle] = {
+    "day": _SceneStyle(
+        stream=(), camera_height=(1.0, 1.8), pitch=(-25.0, 5.0), hfov=(55.0, 75.0),
+        kinds=("sphere", "box", "cylinder"), palette=_day_palette,
+    ),
+    "night": _SceneStyle(
+        stream=(1,), camera_height=(1.6, 2.3), pitch=(-40.0, -10.0), hfov=(70.0, 90.0),
+        kinds=("box", "box", "cylinder", "cylinder", "sphere"), palette=_night_palette,
+    ),
+}
+
+
+def render_scene(
+    seed: int, index: int, height: int = 128, width: int = 128, style: Style = "day"
+) -> RenderedScene:
     """Render synthetic indoor scene number ``index`` of stream ``seed``.
 
     Parameters
@@ -580,6 +673,9 @@ def render_scene(seed: int, index: int, height: int = 128, width: int = 128) -> 
         Non-negative scene index in the stream.
     height, width : int
         Image size in pixels (any positive size; need not be square or a multiple of 32).
+    style : str
+        The distribution the scene is drawn from, one of :data:`STYLES` (see the module
+        docstring): ``"day"`` (default) or ``"night"``.
 
     Returns
     -------
@@ -589,17 +685,21 @@ def render_scene(seed: int, index: int, height: int = 128, width: int = 128) -> 
 
     Notes
     -----
-    Deterministic: all randomness comes from ``np.random.default_rng([seed, index])``,
-    so the same arguments give bit-identical arrays, whatever was rendered before.
+    Deterministic: all randomness comes from ``np.random.default_rng([seed, index])``
+    (``[seed, index, 1]`` for ``"night"``), so the same arguments give bit-identical
+    arrays, whatever was rendered before.
 
     """
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got height={height}, width={width}")
-    rng = np.random.default_rng([seed, index])
-    scene, style = _sample_scene(rng, height, width)
+    spec = _SCENE_STYLES.get(style)
+    if spec is None:
+        raise ValueError(f"unknown style {style!r}; the styles are {', '.join(STYLES)}")
+    rng = np.random.default_rng([seed, index, *spec.stream])
+    scene, appearance = _sample_scene(rng, height, width, spec)
     # Misses are carried as t = inf; inf * 0 and x / 0 are expected and discarded.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return _render(scene, style, rng)
+        return _render(scene, appearance, rng)
 
 
 _Rect = tuple[slice, slice]
@@ -839,11 +939,27 @@ def _box_pattern(prim: Primitive, n: int, pts: _Points, nz: np.ndarray, rs: _Rec
     return _ONE - _F(0.65) * (near >= 2)
 
 
-_PATTERNS: dict[str, Callable[[Primitive, int, _Points, np.ndarray, _Rect], np.ndarray]] = {
-    "sphere": _sphere_pattern,
-    "cylinder": _cylinder_pattern,
-    "box": _box_pattern,
-}
+def _plain_pattern(prim: Primitive, n: int, pts: _Points, nz: np.ndarray, rs: _Rect) -> np.ndarray:
+    """No texture: the albedo and the light only."""
+    return np.ones(pts.pz[rs].shape, dtype=_F)
+
+
+_Pattern = Callable[[Primitive, int, _Points, np.ndarray, _Rect], np.ndarray]
+
+_DAY_LOOK = _Look(
+    ambient=0.34, ambient_up=0.04, light=1.1, falloff=1.0 / 16.0,
+    sky=0.82, sky_up=0.08, frame=0.4, glass=(0.55, 0.78, 1.0), tint=None,
+    floor_planks=False, wainscot=0.0,
+    patterns={"sphere": _sphere_pattern, "cylinder": _cylinder_pattern, "box": _box_pattern},
+)
+# One warm lamp in a dark room: little ambient, a light that is strong nearby and falls
+# off fast (halved at 2 m instead of 4 m), night outside. The kinds' textures swapped.
+_NIGHT_LOOK = _Look(
+    ambient=0.1, ambient_up=0.02, light=2.4, falloff=1.0 / 4.0,
+    sky=0.22, sky_up=0.04, frame=0.45, glass=(0.3, 0.38, 0.75), tint=(1.0, 0.8, 0.56),
+    floor_planks=True, wainscot=0.9,
+    patterns={"sphere": _cylinder_pattern, "cylinder": _sphere_pattern, "box": _plain_pattern},
+)
 
 
 def _surface_pattern(
@@ -855,28 +971,35 @@ def _surface_pattern(
 ) -> np.ndarray:
     """Brightness factor per pixel from the surface's texture, in world coordinates.
 
-    A checkerboard on the floor, optional vertical stripes on the walls, and a pattern
-    per primitive kind (computed inside its rectangle), so that the image carries
-    texture and geometry cues, not flat colours. Appearance only; 1 elsewhere.
+    A checkerboard (or planks) on the floor, optional vertical stripes or a dark foot on
+    the walls, and the style's pattern per primitive kind (computed inside its
+    rectangle), so that the image carries texture and geometry cues, not flat colours.
+    Appearance only; 1 elsewhere.
     """
     surface, px, py = surf.surface, pts.px, pts.py
+    look = style.look
     inv_tile = _F(1.0 / style.floor_tile)
-    cells = np.floor(px * inv_tile) + np.floor(py * inv_tile)
+    cells = np.floor(px * inv_tile)
+    if not look.floor_planks:
+        cells = cells + np.floor(py * inv_tile)
     checker = cells - _F(2.0) * np.floor(cells * _F(0.5))  # parity, 0 or 1
     pattern = _ONE - _F(0.45) * checker * (surface == _S_FLOOR)
     if style.wall_stripe > 0:
         cells = np.floor((px + py) * _F(1.0 / style.wall_stripe))
         stripe = cells - _F(2.0) * np.floor(cells * _F(0.5))
         pattern -= _F(0.12) * stripe * (surface == _S_WALL)
+    if look.wainscot > 0:
+        pattern -= _F(0.35) * ((pts.pz < _F(look.wainscot)) & (surface == _S_WALL))
     for i, (prim, rs) in enumerate(zip(scene.primitives, rects, strict=True)):
         mine = surface[rs] == _OBJ0 + i
-        f = _PATTERNS[prim.kind](prim, style.stripes[i], pts, surf.nz, rs)
+        f = look.patterns[prim.kind](prim, style.stripes[i], pts, surf.nz, rs)
         np.copyto(pattern[rs], f, where=mine)
     return pattern
 
 
 def _shading(
     scene: SceneDescription,
+    look: _Look,
     surf: _Surfaces,
     pts: _Points,
     pattern: np.ndarray,
@@ -885,18 +1008,18 @@ def _shading(
     """Grey level per pixel: Lambertian shading from one point light plus ambient.
 
     The light falls off with distance; the pattern multiplies it. Window glass shows
-    a bright sky instead (brighter upwards) with a light frame at the mullions.
+    the sky instead (brighter upwards) with a light frame at the mullions.
     """
     px, py, pz, nz = pts.px, pts.py, pts.pz, surf.nz
     light = scene.light_position
     lx, ly, lz = _F(light[0]) - px, _F(light[1]) - py, _F(light[2]) - pz
     d2 = lx * lx + ly * ly + lz * lz
     ndotl = np.maximum(surf.nx * lx + surf.ny * ly + nz * lz, _F(0)) / np.sqrt(d2)
-    shade = _F(0.34) + _F(0.04) * nz + ndotl * (_F(1.1) / (_ONE + d2 * _F(1.0 / 16.0)))
+    shade = _F(look.ambient) + _F(look.ambient_up) * nz + ndotl * (_F(look.light) / (_ONE + d2 * _F(look.falloff)))
     shade *= pattern
     if windows is not None:
         window, mullions = windows
-        sky = _F(0.82) + _F(0.08) * (pz - _ONE) + _F(0.4) * mullions
+        sky = _F(look.sky) + _F(look.sky_up) * (pz - _ONE) + _F(look.frame) * mullions
         np.copyto(shade, sky, where=window)
     return shade
 
@@ -908,17 +1031,20 @@ def _colour_image(
     shade: np.ndarray,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """uint8 RGB image: each surface's colour times its shade, plus a little noise.
+    """uint8 RGB image: each surface's colour times its shade and the light's colour,
+    plus a little noise.
 
     The noise is a window of a fixed cached tile at an offset drawn from ``rng``:
     cheaper than fresh noise per scene and still deterministic.
     """
     colours = np.array(
-        [style.floor, style.wall, style.ceiling, (0.55, 0.78, 1.0)]
+        [style.floor, style.wall, style.ceiling, style.look.glass]
         + [p.albedo for p in scene.primitives],
         dtype=_F,
     ) * _F(255.0)
     img = np.stack([np.take(colours[:, c], surface) * shade for c in range(3)], axis=-1)
+    if style.look.tint is not None:
+        img *= np.asarray(style.look.tint, dtype=_F)
     oy_, ox_ = int(rng.integers(0, _NOISE_PAD + 1)), int(rng.integers(0, _NOISE_PAD + 1))
     img += _noise(scene.height, scene.width)[oy_ : oy_ + scene.height, ox_ : ox_ + scene.width]
     np.clip(img, 0.0, 255.0, out=img)
@@ -963,7 +1089,7 @@ def _render(scene: SceneDescription, style: _Style, rng: np.random.Generator) ->
     windows = _windows_and_mullions(scene, surf, pts)
     semseg = _semantic_labels(scene, surf.surface)
     pattern = _surface_pattern(scene, style, surf, pts, rects)
-    shade = _shading(scene, surf, pts, pattern, windows)
+    shade = _shading(scene, style.look, surf, pts, pattern, windows)
     image = _colour_image(scene, style, surf.surface, shade, rng)
     window = None if windows is None else windows[0]
     depth, normals, valid = _camera_labels(scene, rays, surf, window)
@@ -990,7 +1116,7 @@ class SyntheticScenes(Dataset):
     ----------
     split : str
         ``"train"``, ``"val"`` or ``"test"``: disjoint scene streams. Sample ``i`` of a
-        split is ``render_scene(3 * seed + split_id, i, height, width)`` with
+        split is ``render_scene(3 * seed + split_id, i, height, width, style)`` with
         ``split_id`` its position in :data:`SPLITS`, so no two (seed, split) pairs share
         a stream.
     length : int
@@ -999,6 +1125,10 @@ class SyntheticScenes(Dataset):
         Image size in pixels.
     seed : int
         Non-negative data set seed.
+    style : str
+        The distribution of the scenes, one of :data:`STYLES`: ``"day"`` (default) or
+        ``"night"`` (see :mod:`pixcore.data._synthetic`). Another style is another
+        distribution of the same classes and labels, with scene streams of its own.
     transform : callable, optional
         Applied last to each sample dict (e.g. an augmentation).
 
@@ -1029,10 +1159,13 @@ class SyntheticScenes(Dataset):
         height: int = 128,
         width: int = 128,
         seed: int = 0,
+        style: Style = "day",
         transform: Callable[[dict], dict] | None = None,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; valid splits are {', '.join(SPLITS)}")
+        if style not in STYLES:
+            raise ValueError(f"unknown style {style!r}; the styles are {', '.join(STYLES)}")
         if length < 0:
             raise ValueError(f"length must be >= 0, got {length}")
         if height < 1 or width < 1:
@@ -1044,6 +1177,7 @@ class SyntheticScenes(Dataset):
         self.height = int(height)
         self.width = int(width)
         self.seed = int(seed)
+        self.style: Style = style
         self.transform = transform
         self._stream = 3 * self.seed + SPLITS.index(split)
 
@@ -1054,7 +1188,7 @@ class SyntheticScenes(Dataset):
         i = operator.index(i)
         if not 0 <= i < self.length:
             raise IndexError(f"index {i} out of range for a data set of length {self.length}")
-        s = render_scene(self._stream, i, self.height, self.width)
+        s = render_scene(self._stream, i, self.height, self.width, self.style)
         sample: dict[str, torch.Tensor] = {
             "image": Image(torch.from_numpy(s.image).permute(2, 0, 1).contiguous()),
             "semseg": ClassMask(torch.from_numpy(s.semseg.astype(np.int64))),
@@ -1070,5 +1204,5 @@ class SyntheticScenes(Dataset):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(split={self.split!r}, length={self.length}, "
-            f"height={self.height}, width={self.width}, seed={self.seed})"
+            f"height={self.height}, width={self.width}, seed={self.seed}, style={self.style!r})"
         )

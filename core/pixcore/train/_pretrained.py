@@ -39,6 +39,7 @@ __all__ = [
     "check_recipe",
     "has_pretrained",
     "load_pretrained",
+    "pretrained_to_load",
     "read_state_dict",
 ]
 
@@ -257,11 +258,32 @@ def has_pretrained(config: RunConfig) -> bool:
     return config.model.pretrained is not None or bool(backbone_file)
 
 
+def _skipped_by_scratch(config: RunConfig) -> bool:
+    """Recipe ``scratch`` with ``model.pretrained.on_scratch: skip``: those weights stay unloaded."""
+    weights = config.model.pretrained
+    return config.trainer.recipe == "scratch" and weights is not None and weights.on_scratch == "skip"
+
+
+def pretrained_to_load(config: RunConfig, *, verbose: bool = True) -> PretrainedConfig | None:
+    """The ``model.pretrained`` weights a new run loads: none if there are none, or if recipe
+    ``scratch`` skips them (``on_scratch: skip``; said on stderr when ``verbose``)."""
+    weights = config.model.pretrained
+    if weights is None or not _skipped_by_scratch(config):
+        return weights
+    if verbose:
+        print(f"pretrained weights {weights.path} not loaded: trainer.recipe='scratch' "
+              "starts from the default initialisation (model.pretrained.on_scratch: skip)",
+              file=sys.stderr, flush=True)
+    return None
+
+
 def check_recipe(config: RunConfig) -> None:
     """Refuse recipe and pretrained-weights combinations that contradict each other.
 
     ``linear_probe`` and ``finetune`` start from pretrained weights, ``scratch`` from
-    none. A linear probe with another head than ``linear`` is allowed, with a warning.
+    none: it refuses them, unless ``model.pretrained.on_scratch`` is ``skip`` (then
+    :func:`pretrained_to_load` leaves them out; a backbone's own file is refused still).
+    A linear probe with another head than ``linear`` is allowed, with a warning.
     """
     recipe = config.trainer.recipe
     if recipe is None:
@@ -273,11 +295,14 @@ def check_recipe(config: RunConfig) -> None:
             "model.pretrained (e.g. {path: weights.safetensors, part: backbone}) or the backbone's own "
             "`pretrained` parameter (timm backbones), or use recipe 'scratch'"
         )
-    if recipe == "scratch" and pretrained:
+    backbone_file = bool(config.model.backbone.params.get("pretrained"))
+    if recipe == "scratch" and (backbone_file or (pretrained and not _skipped_by_scratch(config))):
+        where = "the backbone's `pretrained`" if backbone_file else "model.pretrained"
         raise ConfigError(
-            "trainer.recipe='scratch' trains from the default initialisation, but pretrained weights are "
-            "configured (model.pretrained or the backbone's `pretrained`); remove them, or use recipe "
-            "'finetune'"
+            f"trainer.recipe='scratch' trains from the default initialisation, but pretrained weights are "
+            f"configured ({where}); remove them, or use recipe 'finetune'"
+            + ("" if backbone_file else ". To keep one config for every recipe (a sweep over trainer.recipe), "
+               "set model.pretrained.on_scratch: skip: scratch runs then leave these weights out")
         )
     if recipe == "linear_probe":
         heads = {key: task.head.name if task.head else "the task's default"

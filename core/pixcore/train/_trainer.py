@@ -87,7 +87,8 @@ from pixcore.train._precision import (
     grad_scaler,
     to_channels_last,
 )
-from pixcore.train._pretrained import PretrainedReport, apply_pretrained, check_recipe
+from pixcore.train._pretrained import PretrainedReport, apply_pretrained, check_recipe, pretrained_to_load
+from pixcore.train._record import SNAPSHOT_SAMPLES, EvaluationSnapshot, RunRecord, first_indices, snapshot_path
 from pixcore.train._signals import StopSignals, deferred_signals, shield_workers
 
 __all__ = [
@@ -942,8 +943,9 @@ def train(
         torch.manual_seed(config.trainer.seed)  # model initialisation
         model = build_model_from_config(config.model, manager=manager)
         report = None
-        if config.model.pretrained is not None and resume is None:  # a resumed run has its weights
-            report = apply_pretrained(model, config.model.pretrained, verbose=info.is_main)
+        weights = None if resume is not None else pretrained_to_load(config, verbose=info.is_main)
+        if weights is not None:  # a resumed run has its weights
+            report = apply_pretrained(model, weights, verbose=info.is_main)
         train_loader, val_loader = make_loaders(config, manager)
         trainer = Trainer(model, config.trainer, train_loader, val_loader, out_dir=out_dir,
                           run_config=config, manager=manager, callbacks=callbacks, overwrite=overwrite)
