@@ -21,6 +21,7 @@ import pytest
 import torch
 from pixcore import augment as a
 from pixcore.data._synthetic import (
+    _SCENE_STYLES,
     WALL,
     Primitive,
     RenderedScene,
@@ -37,7 +38,7 @@ H, W = 40, 56
 
 
 def scene_and_style(seed: int, index: int, height: int = H, width: int = W) -> tuple[SceneDescription, object]:
-    return _sample_scene(np.random.default_rng([seed, index]), height, width)
+    return _sample_scene(np.random.default_rng([seed, index]), height, width, _SCENE_STYLES["day"])
 
 
 def render(scene: SceneDescription, style: object) -> RenderedScene:
