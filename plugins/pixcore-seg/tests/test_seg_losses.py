@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from pixcore.testing import check_loss, isolated_manager
 from pixcore_seg import (
+    CrossEntropyDiceLoss,
     CrossEntropyLoss,
     DiceLoss,
     FocalLoss,
@@ -53,6 +54,9 @@ def _kept(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> tu
 LOSSES: dict[str, Callable[[], pixcore.Loss]] = {
     "cross_entropy": lambda: CrossEntropyLoss(
         num_classes=C, class_weights=[1, 2, 3, 4, 5], label_smoothing=0.1
+    ),
+    "cross_entropy_dice": lambda: CrossEntropyDiceLoss(
+        num_classes=C, class_weights=[1, 2, 3, 4, 5], label_smoothing=0.1, dice_weight=0.5, classes="all"
     ),
     "dice": lambda: DiceLoss(classes="all"),
     "focal": lambda: FocalLoss(num_classes=C, gamma=2.0, alpha=[0.5, 1, 1, 2, 0.25]),
@@ -141,6 +145,10 @@ def test_every_loss_is_registered_with_its_parameters() -> None:
         registry.create("dice", {"classes": "some"}, context=context)
     with pytest.raises(pixcore.ConfigError, match="exponent"):
         registry.create("dice", {"exponent": 3}, context=context)
+    with pytest.raises(pixcore.ConfigError, match="class_weights has 4 entries for 3 classes"):
+        registry.create("cross_entropy_dice", {"class_weights": [1, 1, 1, 1]}, context=context)
+    with pytest.raises(pixcore.ConfigError, match="dice_weight"):
+        registry.create("cross_entropy_dice", {"dice_weight": -1.0}, context=context)
     loss = registry.create("cross_entropy", {"class_weights": [1, 2, 3]}, context=context)
     assert isinstance(loss, CrossEntropyLoss) and loss.num_classes == 3
     ohem = registry.create("ohem_cross_entropy", {"thresh": None, "top_k": 0.3}, context=context)
@@ -239,6 +247,48 @@ def test_dice_present_and_all_differ_by_the_absent_class() -> None:
     logits, target, valid = _batch(11)
     perfect = 30.0 * F.one_hot(target.clamp(max=C - 1), C).permute(0, 3, 1, 2).float()
     assert DiceLoss(smooth=0.0)(perfect, target, valid).total.item() < 1e-6
+
+
+# --------------------------------------------------------------------------------------
+# cross_entropy_dice
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dice_weight", [0.0, 0.5, 2.0])
+@pytest.mark.parametrize("weights", [None, [0.5, 1.0, 2.0, 0.1, 3.0]])
+def test_cross_entropy_dice_is_cross_entropy_plus_weighted_dice(
+    dice_weight: float, weights: list[float] | None
+) -> None:
+    logits, target, valid = _batch(12, absent=True)
+    loss = CrossEntropyDiceLoss(num_classes=C, class_weights=weights, label_smoothing=0.1,
+                                dice_weight=dice_weight, smooth=0.5, exponent=1, classes="all")
+    out = loss(logits, target, valid)
+    w = None if weights is None else torch.tensor(weights, dtype=torch.float64)
+    ce = float(_torch_cross_entropy(logits, target, valid, weight=w, label_smoothing=0.1))
+    dice = _numpy_dice(*_kept(logits, target, valid), smooth=0.5, exponent=1, classes="all")
+    assert out.total.item() == pytest.approx(ce + dice_weight * dice, rel=1e-5)
+    # The parts are the two terms, unweighted.
+    assert out.parts["cross_entropy"].item() == pytest.approx(ce, rel=1e-5)
+    assert out.parts["dice"].item() == pytest.approx(dice, rel=1e-5)
+
+
+def test_cross_entropy_dice_pulls_a_small_class_harder_than_cross_entropy() -> None:
+    # One image: a 4-pixel class among 396 background pixels, predicted as background.
+    # The gradient on the small class's logits is several times larger with the Dice term
+    # (by hand: cross-entropy gives 4 * (1 - p) / 400 = 0.0095 with p = 1 / (1 + e^3)).
+    target = torch.zeros(1, 20, 20, dtype=torch.int64)
+    target[0, :2, :2] = 1
+    valid = torch.ones(1, 20, 20, dtype=torch.bool)
+    grads = []
+    for loss in (CrossEntropyLoss(), CrossEntropyDiceLoss(dice_weight=1.0)):
+        logits = torch.zeros(1, 2, 20, 20)
+        logits[:, 0] = 3.0
+        logits.requires_grad_(True)
+        loss(logits, target, valid).total.backward()
+        assert logits.grad is not None
+        grads.append(-float(logits.grad[0, 1, :2, :2].sum()))
+    assert grads[0] == pytest.approx(4 * (1 - 1 / (1 + math.exp(3))) / 400, rel=1e-5)
+    assert grads[1] > 3 * grads[0]
 
 
 # --------------------------------------------------------------------------------------

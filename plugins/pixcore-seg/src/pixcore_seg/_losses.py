@@ -1,4 +1,4 @@
-"""Segmentation losses over kept pixels: cross-entropy, Dice, focal, Lovasz-softmax, OHEM.
+"""Segmentation losses over kept pixels: cross-entropy, Dice, their sum, focal, Lovasz-softmax, OHEM.
 
 Every loss takes logits ``[B, C, H, W]``, class ids ``[B, H, W]`` (or ``[B, 1, H, W]``)
 and a boolean validity mask ``[B, H, W]``. It scores only the *kept* pixels,
@@ -22,6 +22,7 @@ from torch import Tensor
 from pixcore_seg._common import prepare_logits
 
 __all__ = [
+    "CrossEntropyDiceLoss",
     "CrossEntropyLoss",
     "DiceLoss",
     "FocalLoss",
@@ -217,6 +218,60 @@ class DiceLoss(pixcore.Loss):
             dice = dice[counts > 0]
         total = 1.0 - dice.mean()
         return pixcore.LossOutput(total, {"dice": total.detach()})
+
+
+class CrossEntropyDiceLoss(pixcore.Loss):
+    r"""Cross-entropy plus a weighted soft Dice: :math:`\mathcal{L}_{CE} + \lambda\,\mathcal{L}_{Dice}`.
+
+    Cross-entropy averages over pixels, so the large classes set most of its gradient and a
+    small class the model never predicts costs little; Dice scores each present class's
+    overlap whatever its size, so that class weighs as much as the largest. Their sum is
+    the usual combination (nnU-Net's ``DC_and_CE_loss``, Isensee et al., Nature Methods
+    2021): Dice alone gives poorly calibrated probabilities, cross-entropy alone learns small
+    classes late. Both terms are exactly :class:`CrossEntropyLoss` and :class:`DiceLoss`
+    with the same parameters; the parts ``cross_entropy`` and ``dice`` log them unweighted.
+
+    Args:
+        num_classes: Number of classes (given by the task); checks ``class_weights``.
+        ignore_index: Target value of unlabelled pixels (given by the task).
+        class_weights: Cross-entropy's weight per class (see :class:`CrossEntropyLoss`).
+        label_smoothing: Cross-entropy's :math:`\varepsilon` (see :class:`CrossEntropyLoss`).
+        dice_weight: :math:`\lambda \ge 0`, the weight of the Dice term (0: cross-entropy).
+        smooth: Dice's :math:`s` (see :class:`DiceLoss`).
+        exponent: Dice's :math:`e` (see :class:`DiceLoss`).
+        classes: The classes Dice averages over (see :class:`DiceLoss`).
+
+    """
+
+    def __init__(
+        self,
+        num_classes: NumClasses | None = None,
+        ignore_index: int = DEFAULT_IGNORE_INDEX,
+        class_weights: list[float] | None = None,
+        label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0,
+        dice_weight: Annotated[float, Field(ge=0.0)] = 1.0,
+        smooth: Annotated[float, Field(ge=0.0)] = 1.0,
+        exponent: Literal[1, 2] = 2,
+        classes: Classes = "present",
+    ) -> None:
+        super().__init__()
+        self.cross_entropy = CrossEntropyLoss(num_classes, ignore_index, class_weights, label_smoothing)
+        self.dice = DiceLoss(ignore_index, smooth, exponent, classes)
+        self.ignore_index = ignore_index
+        self.dice_weight = dice_weight
+
+    @staticmethod
+    def check_params(num_classes: int | None, class_weights: list[float] | None) -> None:
+        """``class_weights``: finite, non-negative, a positive sum, one per class."""
+        CrossEntropyLoss.check_params(num_classes, class_weights)
+
+    def forward(self, prediction: Tensor, target: Tensor, valid: Tensor) -> pixcore.LossOutput:
+        # Checked here first, so that an error names this loss rather than one of its terms.
+        prepare_logits(prediction, target, valid, self.ignore_index, "cross_entropy_dice")
+        ce = self.cross_entropy(prediction, target, valid).total
+        dice = self.dice(prediction, target, valid).total
+        total = ce + self.dice_weight * dice
+        return pixcore.LossOutput(total, {"cross_entropy": ce.detach(), "dice": dice.detach()})
 
 
 # --------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pixcore
 
 from pixcore_seg._datasets import pixcore_datasets as pixcore_datasets  # noqa: F401
 from pixcore_seg._losses import (
+    CrossEntropyDiceLoss,
     CrossEntropyLoss,
     DiceLoss,
     FocalLoss,
@@ -31,6 +32,10 @@ def pixcore_losses() -> Iterator[pixcore.Component]:
     yield pixcore.Component(
         "cross_entropy", CrossEntropyLoss,
         description="Softmax cross-entropy with class weights and label smoothing",
+    )
+    yield pixcore.Component(
+        "cross_entropy_dice", CrossEntropyDiceLoss,
+        description="Cross-entropy plus a weighted soft Dice (small classes learnt early)",
     )
     yield pixcore.Component(
         "dice", DiceLoss,
