@@ -10,7 +10,7 @@ import pytest
 import torch
 import train_toy
 from pixcore import RunConfig
-from pixcore.train import Callback, Trainer, read_metadata, train
+from pixcore.train import Callback, Trainer, bf16_is_native, read_metadata, train
 from pixcore.train._precision import configure_cudnn
 from safetensors import safe_open
 from torch import Tensor, nn
@@ -168,3 +168,25 @@ def test_precision_accepts_the_number_32() -> None:
     assert pixcore.TrainerConfig.model_validate({"precision": 32}).precision == "32"
     with pytest.raises(Exception, match="precision"):
         pixcore.TrainerConfig.model_validate({"precision": "fp8"})
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "native"), [(True, False, True), (False, True, True),
+                                                              (False, False, False)])
+def test_bf16_is_native_on_cpus_with_bf16_instructions(
+    monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool, native: bool
+) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert bf16_is_native(torch.device("cpu")) is native
+
+
+def test_bf16_is_native_on_cuda_only_without_emulation(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[bool] = []
+
+    def emulating_gpu(including_emulation: bool = True) -> bool:  # e.g. a T4: bf16 only emulated
+        asked.append(including_emulation)
+        return including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", emulating_gpu)
+    assert bf16_is_native(torch.device("cuda")) is False and asked == [False]
+    assert bf16_is_native(torch.device("mps")) is False

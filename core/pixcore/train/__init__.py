@@ -26,6 +26,7 @@ from pixcore.train._ema import ModelEMA as ModelEMA
 from pixcore.train._optim import build_optimizer as build_optimizer
 from pixcore.train._optim import build_scheduler as build_scheduler
 from pixcore.train._optim import parameter_groups as parameter_groups
+from pixcore.train._precision import bf16_is_native as bf16_is_native
 from pixcore.train._pretrained import PretrainedReport as PretrainedReport
 from pixcore.train._pretrained import load_pretrained as load_pretrained
 from pixcore.train._pretrained import read_state_dict as read_state_dict
@@ -61,6 +62,7 @@ __all__ = [
     "TensorBoardLogger",
     "TrainResult",
     "Trainer",
+    "bf16_is_native",
     "build_optimizer",
     "build_scheduler",
     "evaluate",
