@@ -118,6 +118,26 @@ def test_class_ious_names_each_class_and_compares_with_the_bar(
     assert _class_ious(metrics, names) == expected
 
 
+@pytest.mark.parametrize(
+    ("overrides", "native", "precision"),
+    [
+        ([], True, "bf16"),  # native bfloat16: the demo's 500 steps fit its time
+        ([], False, "32"),  # emulated bfloat16 would be slower than float32
+        (["trainer.precision=32"], True, "32"),  # the user's choice wins
+        (["trainer.precision = fp16"], True, "fp16"),
+        (["trainer.steps=3"], True, "bf16"),
+    ],
+)
+def test_demo_trains_in_bf16_only_where_native_unless_told(
+    overrides: list[str], native: bool, precision: str
+) -> None:
+    from pixcore._cli import _demo_config_path, _demo_precision
+
+    chosen = _demo_precision(overrides, native)
+    assert set(overrides) <= set(chosen)
+    assert pixcore.load_config(_demo_config_path(), chosen).trainer.precision == precision
+
+
 def test_class_ious_a_class_neither_shown_nor_predicted_fails() -> None:
     from pixcore._cli import _class_ious
 

@@ -51,6 +51,16 @@ def _class_ious(metrics: dict[str, Any], class_names: Sequence[str] | None) -> l
     return rows
 
 
+def _demo_precision(overrides: Sequence[str], bf16_native: bool) -> list[str]:
+    """The demo's overrides, with bfloat16 first where the device computes it natively.
+
+    A step costs 0.6-0.7x there, which is what lets the demo train 500 steps in little more
+    time than 300 took; emulated bfloat16 is slower than float32, so other devices keep the
+    config's float32. First, so that a ``trainer.precision`` the user sets wins.
+    """
+    return ["trainer.precision=bf16", *overrides] if bf16_native else list(overrides)
+
+
 def _demo_config_path() -> Path:
     return Path(str(files("pixcore") / "configs" / "demo.yaml"))
 
@@ -61,7 +71,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader, Subset
 
     from pixcore._config import load_config
-    from pixcore.train import EXIT_INTERRUPTED, evaluate_baselines, select_device, train
+    from pixcore.train import EXIT_INTERRUPTED, bf16_is_native, evaluate_baselines, select_device, train
     from pixcore.viz import image_to_rgb, save_grid
 
     overrides = list(args.set or [])
@@ -69,11 +79,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         overrides.append(f"trainer.steps={args.steps}")
     if args.device is not None:
         overrides.append(f"trainer.device={args.device}")
-    config = load_config(_demo_config_path(), overrides)
+    device = select_device(load_config(_demo_config_path(), overrides).trainer.device)
+    config = load_config(_demo_config_path(), _demo_precision(overrides, bf16_is_native(device)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = select_device(config.trainer.device)
-    print(f"pixcore demo: {config.trainer.steps} steps on {device}, writing to {out}/", flush=True)
+    precision = {"32": "float32", "bf16": "bfloat16", "fp16": "float16"}[config.trainer.precision]
+    print(f"pixcore demo: {config.trainer.steps} steps on {device} in {precision}, writing to {out}/", flush=True)
 
     trainer, result = train(config, out_dir=out, overwrite=True)  # a new demo replaces the last one
     if result.interrupted:  # a signal stopped it after the checkpoint (message printed): no report
