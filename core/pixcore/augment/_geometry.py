@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pixcore.augment import _opencv
+
 __all__ = [
     "Crop",
     "Flip",
@@ -353,18 +355,28 @@ class Warp(Geometry):
         return cached  # type: ignore[no-any-return]
 
     def _source(self) -> tuple[Tensor, Tensor]:
-        """General warps: input coordinates + 0.5 of every output pixel, float32 ``[H', W']``."""
+        """General warps: the nearest input pixel of every output pixel, float32 ``[H', W']``.
+
+        ``floor(x + 0.5)`` and ``floor(y + 0.5)`` of the input position, whole numbers
+        held in float32 (the form OpenCV's maps take).
+        """
         cached = self._cache.get("source")
         if cached is None:
             oh, ow = self.size
             a, b, c, d, e, f = self.matrix
             xs = torch.arange(ow, dtype=torch.float64)
             ys = torch.arange(oh, dtype=torch.float64)
-            sx = torch.add((xs * a).float()[None, :], (ys * b + (c + 0.5)).float()[:, None])
-            sy = torch.add((xs * d).float()[None, :], (ys * e + (f + 0.5)).float()[:, None])
+            sx = torch.add((xs * a).float()[None, :], (ys * b + (c + 0.5)).float()[:, None]).floor_()
+            sy = torch.add((xs * d).float()[None, :], (ys * e + (f + 0.5)).float()[:, None]).floor_()
             cached = (sx, sy)
             self._cache["source"] = cached
         return cached  # type: ignore[no-any-return]
+
+    def _opencv_map(self) -> _opencv.NearestMap | None:
+        """General warps: the nearest-neighbour map in OpenCV's form (None where it cannot)."""
+        if "opencv" not in self._cache:
+            self._cache["opencv"] = _opencv.nearest_map(*self._source(), self.in_size)
+        return self._cache["opencv"]  # type: ignore[no-any-return]
 
     def _flat_index(self) -> tuple[Tensor, Tensor | None]:
         """General warps: ``(flat, outside)``, the clamped flat input index ``[H' * W']``."""
@@ -373,8 +385,8 @@ class Warp(Geometry):
             h, w = self.in_size
             sx, sy = self._source()
             # int32 arithmetic: half the memory traffic of int64.
-            u = torch.floor(sx).to(torch.int32)
-            v = torch.floor(sy).to(torch.int32)
+            u = sx.to(torch.int32)
+            v = sy.to(torch.int32)
             uc, vc = u.clamp(0, w - 1), v.clamp(0, h - 1)
             inside = torch.eq(uc, u).logical_and_(torch.eq(vc, v))
             outside = None if bool(inside.all()) else inside.logical_not_()
@@ -397,6 +409,9 @@ class Warp(Geometry):
             if col_out is not None:
                 out |= col_out
             return out
+        where = self._opencv_map()
+        if where is not None:
+            return torch.from_numpy(where.outside).view(torch.bool) if where.outside.any() else None
         return self._flat_index()[1]
 
     def _window_index(self) -> tuple[Tensor, Tensor]:
@@ -422,6 +437,10 @@ class Warp(Geometry):
             top, left, wh, ww = self.window
             if (wh, ww) == self.size:
                 return x[..., top : top + oh, left : left + ow]  # scale 1: an exact crop
+            if _opencv_reads_the_same(wh, oh) and _opencv_reads_the_same(ww, ow):
+                out = _opencv.resize_nearest(x, self.window, self.size)
+                if out is not None:
+                    return out
             if x.dtype == torch.float32:  # torch's nearest kernel: several times faster
                 crop = x[..., top : top + wh, left : left + ww]
                 batch = crop[None] if x.ndim == 3 else crop.reshape(1, -1, wh, ww)
@@ -442,6 +461,10 @@ class Warp(Geometry):
             if col_out is not None:
                 out.masked_fill_(col_out, fill)
         else:
+            where = self._opencv_map()
+            fast = None if where is None else _opencv.remap_nearest(x, where, fill)
+            if fast is not None:
+                return fast
             flat, outside = self._flat_index()
             lead = x.shape[:-2]
             planes = source.reshape(-1, h * w)
@@ -464,9 +487,14 @@ class Warp(Geometry):
     def _resize_window(self, x: Tensor) -> Tensor:
         top, left, h, w = self.window  # type: ignore[misc]
         oh, ow = self.size
-        crop = x[..., top : top + h, left : left + w]
         if (h, w) == (oh, ow):
-            return crop
+            return x[..., top : top + h, left : left + w]
+        antialias = self.antialias and (h > oh or w > ow)
+        if not antialias:  # OpenCV's bilinear does not low-pass: only when nothing shrinks
+            out = _opencv.resize_linear(x, (top, left, h, w), self.size)
+            if out is not None:
+                return out
+        crop = x[..., top : top + h, left : left + w]
         lead = x.shape[:-3]
         batch = crop.reshape(-1, *crop.shape[-3:]) if lead else crop[None]
         dtype = batch.dtype
@@ -476,7 +504,6 @@ class Warp(Geometry):
             batch = batch.contiguous(memory_format=torch.channels_last)
         elif dtype != torch.uint8 and not dtype.is_floating_point:
             batch = batch.float()
-        antialias = self.antialias and (h > oh or w > ow)
         out = _resize_bilinear(batch, (oh, ow), antialias)
         out = _restore_dtype(out, dtype)
         return out.reshape(*lead, *out.shape[-3:]) if lead else out[0]
@@ -501,6 +528,10 @@ class Warp(Geometry):
         return grid  # type: ignore[no-any-return]
 
     def _grid_sample(self, x: Tensor, fill: float) -> Tensor:
+        where = self._opencv_map()
+        out = None if where is None else _opencv.warp_linear(x, self.matrix, where, fill)
+        if out is not None:  # several times faster than grid_sample on float32
+            return out
         lead = x.shape[:-3]
         batch = x.reshape(-1, *x.shape[-3:])
         dtype = batch.dtype
@@ -527,6 +558,12 @@ def _nearest_exact(size: int, out: int) -> Tensor:
     """
     ramp = torch.arange(size, dtype=torch.float32).view(1, 1, 1, size)
     return F.interpolate(ramp, size=(1, out), mode="nearest-exact").view(-1).long()
+
+
+@functools.lru_cache(maxsize=4096)
+def _opencv_reads_the_same(size: int, out: int) -> bool:
+    """Whether OpenCV's nearest resize of an axis picks exactly :func:`_nearest_exact`'s pixels."""
+    return bool(np.array_equal(_opencv.nearest_exact_index(size, out), _nearest_exact(size, out).numpy()))
 
 
 def _resize_bilinear(batch: Tensor, size: Size, antialias: bool) -> Tensor:
