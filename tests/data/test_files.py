@@ -6,11 +6,14 @@ test or computed with plain numpy, never by the code under test.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image as PILImage
 from pixcore.data import (
     MAX_REPORTED_PROBLEMS,
@@ -32,6 +35,7 @@ from pixcore.data import (
     read_scalar,
     read_vectors,
 )
+from pixcore.data import _files as files_module
 from pixcore.targets import ClassMask, Image, ScalarField, UnitVectorField, ValidityMask
 
 H, W = 8, 12
@@ -83,6 +87,42 @@ def test_read_image_converts_to_rgb(tmp_path: Path) -> None:
     assert out.shape == (H, W, 3) and out.dtype == np.uint8
     for c in range(3):
         np.testing.assert_array_equal(out[..., c], grey)
+
+
+def test_image_samples_are_views_of_the_decoded_memory(tmp_path: Path) -> None:
+    """No transposing copy: ``[3, H, W]`` over ``[H, W, 3]`` memory, writable, Pillow's pixels."""
+    ys, xs = np.mgrid[0:H, 0:W]
+    rgb = np.stack([xs * 20, ys * 30, (xs + ys) * 10], axis=-1).astype(np.uint8)
+    PILImage.fromarray(rgb).save(tmp_path / "a.jpg", quality=90)
+    expected = np.asarray(PILImage.open(tmp_path / "a.jpg")).transpose(2, 0, 1)
+    field = ImageFile()
+    decoded = read_image(tmp_path / "a.jpg")
+    assert decoded.flags.writeable and decoded.flags.c_contiguous  # shared as is, not copied again
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when it is handed read-only memory
+        image = field.convert(field.read(tmp_path / "a.jpg"))["image"]
+        image[0, 0, 0] = 7  # the sample owns its pixels
+    assert isinstance(image, Image) and image.shape == (3, H, W) and image.dtype == torch.uint8
+    assert image.stride() == (1, 3 * W, 3)
+    expected = expected.copy()
+    expected[0, 0, 0] = 7
+    np.testing.assert_array_equal(image.numpy(), expected)
+
+
+def test_image_file_copies_only_arrays_torch_cannot_share() -> None:
+    hwc = np.arange(H * W * 3, dtype=np.uint8).reshape(H, W, 3)
+    mirrored = hwc[:, ::-1]  # negative strides: torch.from_numpy refuses them
+    read_only = hwc.copy()
+    read_only.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out_mirrored = ImageFile().convert(mirrored)["image"]
+        out_read_only = ImageFile().convert(read_only)["image"]
+        shared = ImageFile().convert(hwc)["image"]
+    np.testing.assert_array_equal(out_mirrored.numpy(), hwc[:, ::-1].transpose(2, 0, 1))
+    np.testing.assert_array_equal(out_read_only.numpy(), hwc.transpose(2, 0, 1))
+    hwc[0, 0, 0] = 99
+    assert int(shared[0, 0, 0]) == 99 and int(out_read_only[0, 0, 0]) == 0
 
 
 def test_read_scalar_formats(tmp_path: Path) -> None:
@@ -179,6 +219,79 @@ def test_illegal_class_ids_counts_the_pixels_of_every_integer_type(
     expected = [(v, 4 if v == values[-1] else 3) for v in sorted(values) if v not in legal]
     assert illegal_class_ids(stored, num_classes=3, ignore_index=255) == expected
     assert class_id_problem(np.array([[0, 255]], dtype=dtype), 3, 255) is None
+
+
+def _illegal_by_hand(
+    stored: np.ndarray, num_classes: int, ignore_index: int, lut: np.ndarray | None
+) -> list[tuple[int, int]]:
+    """The rule written out value by value, as docs/datasets.md states it."""
+    out = []
+    values, counts = np.unique(stored, return_counts=True)
+    for value, count in zip(map(int, values.tolist()), counts.tolist(), strict=True):
+        if lut is None:
+            legal = 0 <= value < num_classes or value == ignore_index
+        else:  # a value beyond the table, or mapped to -1, is one the format does not define
+            class_id = int(lut[value]) if 0 <= value < len(lut) else -1
+            legal = class_id != -1 and (0 <= class_id < num_classes or class_id == ignore_index)
+        if not legal:
+            out.append((value, count))
+    return out
+
+
+_DTYPES = [np.uint8, np.uint16, np.int16, np.int32, np.int64, np.bool_]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    dtype=st.sampled_from(_DTYPES),
+    num_classes=st.sampled_from([1, 2, 3, 21, 255, 256, 300]),
+    ignore_index=st.sampled_from([255, -1, 0, 2, 20, 21, 1000]),
+    use_lut=st.booleans(),
+    data=st.data(),
+)
+def test_illegal_class_ids_agrees_with_the_rule_written_out(
+    dtype: type, num_classes: int, ignore_index: int, use_lut: bool, data: st.DataObject
+) -> None:
+    """Whatever shortcut decides that a map is legal, it decides as counting would."""
+    info = np.iinfo(dtype) if dtype is not np.bool_ else np.iinfo(np.uint8)
+    near = [0, 1, 2, num_classes - 1, num_classes, num_classes + 1, ignore_index, 254, 255, 256, -1, -3, 70000]
+    pool = sorted({v for v in near if info.min <= v <= info.max} if dtype is not np.bool_ else {0, 1})
+    values = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=40))
+    stored = np.array(values).astype(dtype).reshape(1, -1)
+    lut = None
+    if use_lut:
+        entries = st.sampled_from([-1, 0, 1, num_classes - 1, num_classes, 255, ignore_index])
+        lut = np.array(data.draw(st.lists(entries, min_size=1, max_size=260)), dtype=np.int64)
+    expected = _illegal_by_hand(stored, num_classes, ignore_index, lut)
+    assert illegal_class_ids(stored, num_classes, ignore_index, lut) == expected
+    field = ClassMaskFile(num_classes=num_classes, ignore_index=ignore_index, lut=lut)
+    if expected:
+        with pytest.raises(FileFormatError):
+            field.convert(stored)
+    else:
+        ids = field.convert(stored)["semseg"].numpy()
+        by_hand = stored.astype(np.int64) if lut is None else lut[stored.astype(np.int64)]
+        np.testing.assert_array_equal(ids, by_hand)
+
+
+def test_a_legal_label_map_is_checked_without_counting_its_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every read checks the ids; a correct map must not pay for the per-value counts."""
+
+    def counting(stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise AssertionError("a legal label map was counted value by value")
+
+    monkeypatch.setattr(files_module, "_value_counts", counting)
+    voc = np.zeros((H, W), np.uint8)
+    voc[1:4, 2:6] = 15
+    voc[0] = 255  # VOC's borders
+    assert ClassMaskFile(num_classes=21).convert(voc)["semseg"].numpy().tolist() == voc.tolist()
+    lut = np.array([255, 0, 1, -1])
+    mapped = ClassMaskFile(num_classes=2, lut=lut).convert(np.array([[0, 1, 2]], np.uint8))
+    assert mapped["semseg"].tolist() == [[255, 0, 1]]
+    with pytest.raises(AssertionError, match="counted"):  # an illegal map is counted, to say which
+        ClassMaskFile(num_classes=21).convert(np.full((H, W), 30, np.uint8))
 
 
 def test_class_id_problem_lists_a_few_values_and_counts_the_rest() -> None:
