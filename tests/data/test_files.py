@@ -181,7 +181,7 @@ def test_class_mask_check_names_the_values_their_pixels_and_the_fix() -> None:
     ids = np.zeros((H, W), np.uint8)
     assert field.check(ids) == []
     out = field.convert(ids)["semseg"]
-    assert isinstance(out, ClassMask) and out.dtype == torch.int64 and out.shape == (H, W)
+    assert isinstance(out, ClassMask) and out.dtype == torch.uint8 and out.shape == (H, W)
     ids[0, :3] = (255, 37, 40)
     ids[1, :4] = 37
     (message,) = field.check(ids)
@@ -484,3 +484,21 @@ def test_a_data_set_survives_pickling(tmp_path: Path) -> None:
     write_pairs(tmp_path, 3)
     ds = pickle.loads(pickle.dumps(Pairs(tmp_path, 3)))  # data loader workers (spawn)
     assert ds[2]["semseg"].tolist() == [[2] * W] * H
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "ignore_index", "dtype"),
+    [(21, 255, torch.uint8), (256, 255, torch.uint8), (300, 255, torch.int64), (21, -1, torch.int64)],
+)
+def test_class_ids_are_one_byte_when_every_id_fits(num_classes: int, ignore_index: int, dtype: torch.dtype) -> None:
+    # Every sample of a data set gets the same dtype (batches need it), decided by the
+    # classes and the ignore index, not by the values of one file.
+    field = ClassMaskFile(num_classes=num_classes, ignore_index=ignore_index)
+    ids = np.array([[0, 5], [20, 3]], np.uint16)
+    out = field.convert(ids)["semseg"]
+    assert out.dtype == dtype and out.tolist() == [[0, 5], [20, 3]]
+    table = np.full(256, -1)  # -1: a stored value the format does not define
+    table[[7, 8]] = (0, 17)
+    mapped = ClassMaskFile(num_classes=num_classes, ignore_index=ignore_index, lut=table)
+    out = mapped.convert(np.array([[7, 8], [8, 8]], np.uint8))["semseg"]
+    assert out.dtype == dtype and out.tolist() == [[0, 17], [17, 17]]

@@ -76,7 +76,7 @@ def test_samples_have_typed_values_read_from_the_files(tmp_path: Path) -> None:
     sample = ds[1]
     assert isinstance(sample["image"], Image) and sample["image"].dtype == torch.uint8
     assert sample["image"].shape == (3, H, W) and int(sample["image"].max()) == 10
-    assert sample["semseg"].dtype == torch.int64
+    assert sample["semseg"].dtype == torch.uint8  # 5 classes and ignore index 255: a byte a pixel
     np.testing.assert_array_equal(sample["semseg"].numpy(), label_of(1))
     mm = depth_mm_of(1)
     assert sample["depth"].shape == (1, H, W) and sample["depth"].dtype == torch.float32

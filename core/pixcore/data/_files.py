@@ -626,7 +626,12 @@ class ImageFile(FileField):
 
 @dataclass(frozen=True, eq=False)
 class ClassMaskFile(FileField):
-    """A label map -> :class:`~pixcore.targets.ClassMask` int64 ``[H, W]`` under ``key``.
+    """A label map -> :class:`~pixcore.targets.ClassMask` ``[H, W]`` under ``key``.
+
+    The ids are uint8 when every class id and the ignore index fit in ``0..255`` (VOC,
+    Cityscapes, ADE20K and most data sets), else int64: one byte a pixel instead of eight
+    through augmentation, collation and the loader workers' shared memory. Losses and
+    metrics take any integer dtype.
 
     Without ``lut`` the stored values are the class ids: legal values are
     ``0..num_classes-1`` and ``ignore_index``. With ``lut`` (a 1-D int array), stored value
@@ -647,11 +652,20 @@ class ClassMaskFile(FileField):
     expected: str = ""
     fix: str = ""
     what: str = "label"
+    _table: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.lut is not None:
             lut = np.asarray(self.lut, dtype=np.int64)
             object.__setattr__(self, "lut", lut)
+            # The table in the ids' dtype; its -1 entries wrap, but the check refuses them first.
+            object.__setattr__(self, "_table", lut.astype(self.dtype))
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The ids' dtype: uint8 when every class id and the ignore index fit, else int64."""
+        fits = self.num_classes <= 256 and 0 <= self.ignore_index <= 255
+        return np.dtype(np.uint8) if fits else np.dtype(np.int64)
 
     def read(self, path: Path) -> np.ndarray:
         return read_label(path)
@@ -676,9 +690,10 @@ class ClassMaskFile(FileField):
         if problem is not None:
             raise FileFormatError(problem)
         if self.lut is None:
-            ids = array.astype(np.int64)
+            ids = np.require(array.astype(self.dtype, copy=False), requirements=["C", "W"])
         else:  # every stored value is inside the table: the check refuses the others
-            ids = self.lut[array]
+            table = self._table if self._table is not None else self.lut  # _table is set with lut
+            ids = np.take(table, array)  # faster than lut[array], and bool maps are indices too
         return {self.key: ClassMask(torch.from_numpy(ids))}
 
     def keys(self) -> dict[str, type[TargetKind]]:

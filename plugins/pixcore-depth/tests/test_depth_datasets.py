@@ -89,7 +89,7 @@ def test_nyu_labels_normals_and_intrinsics(tmp_path: Path) -> None:
         "image", "depth", "valid", "semseg", "normals", "normals_valid", "intrinsics"
     }
     sample = ds[0]
-    assert isinstance(sample["semseg"], ClassMask) and sample["semseg"].dtype == torch.int64
+    assert isinstance(sample["semseg"], ClassMask) and sample["semseg"].dtype == torch.uint8
     expected = np.array([255, 0, 1, 12, 39, 255] * 16).reshape(H, W)  # 0 -> 255, c -> c - 1
     np.testing.assert_array_equal(sample["semseg"].numpy(), expected)
     assert isinstance(sample["normals"], UnitVectorField) and sample["normals"].shape == (3, H, W)

@@ -81,7 +81,7 @@ def test_voc_samples_hold_palette_indices(tmp_path: Path) -> None:
     sample = ds[1]
     assert isinstance(sample["image"], Image) and sample["image"].shape == (3, H, W)
     assert sample["image"].dtype == torch.uint8
-    assert isinstance(sample["semseg"], ClassMask) and sample["semseg"].dtype == torch.int64
+    assert isinstance(sample["semseg"], ClassMask) and sample["semseg"].dtype == torch.uint8
     np.testing.assert_array_equal(sample["semseg"].numpy(), voc_label(1))
     assert len(VOCSegmentation(base, split="val")) == 1
 
@@ -189,7 +189,7 @@ def test_cityscapes_maps_label_ids_to_train_ids(tmp_path: Path) -> None:
     assert len(ds) == 2 and len(ds.class_names) == 19
     assert ds.class_names[0] == "road" and ds.class_names[13] == "car"
     semseg = ds[0]["semseg"]
-    assert isinstance(semseg, ClassMask) and semseg.dtype == torch.int64
+    assert isinstance(semseg, ClassMask) and semseg.dtype == torch.uint8
     expected = np.array([p[1] for p in CITYSCAPES_PAIRS] * 4).reshape(H, W)
     np.testing.assert_array_equal(semseg.numpy(), expected)
 
