@@ -52,16 +52,17 @@ def test_some_pairs_disagree_so_the_check_matters() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int32, torch.int64, torch.float32, torch.float64, torch.bool])
 @pytest.mark.parametrize(("size", "out"), _PAIRS)
-def test_window_resize_reads_the_rule_pixels(size: int, out: int, dtype: torch.dtype) -> None:
-    x = _values((2, size + 3, size + 1), dtype)
+@pytest.mark.parametrize("planes", [(), (2,)])
+def test_window_resize_reads_the_rule_pixels(size: int, out: int, dtype: torch.dtype, planes: tuple[int, ...]) -> None:
+    x = _values((*planes, size + 3, size + 1), dtype)
     window = (2, 1, size, size - 1 if size > 2 else size)
     top, left, h, w = window
     geometry = Warp.resize(tuple(x.shape[-2:]), window, (out, out + 1))  # type: ignore[arg-type]
     rows = _torch_nearest_exact(h, out) + top
     cols = _torch_nearest_exact(w, out + 1) + left
-    expected = x.numpy()[:, rows][:, :, cols]
+    expected = x.numpy()[..., rows, :][..., cols]
     got = geometry.nearest(x, 0)
-    assert got.dtype == dtype and got.shape == (2, out, out + 1)
+    assert got.dtype == dtype and got.shape == (*planes, out, out + 1)
     assert np.array_equal(got.numpy(), expected)
 
 
@@ -81,9 +82,12 @@ def _warp_reference(x: np.ndarray, geometry: Warp, fill: float) -> np.ndarray:
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int32, torch.int64, torch.float32, torch.float64, torch.bool])
 @pytest.mark.parametrize(("size", "degrees"), [((31, 40), 17.0), ((4, 5), 90.0), ((6, 6), 180.0), ((64, 48), -33.3)])
-def test_rotation_nearest_reads_the_rule_pixels(size: tuple[int, int], degrees: float, dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("planes", [(), (3,)])
+def test_rotation_nearest_reads_the_rule_pixels(
+    size: tuple[int, int], degrees: float, dtype: torch.dtype, planes: tuple[int, ...]
+) -> None:
     # (4, 5) by 90 degrees puts source positions exactly half-way between pixels: ties.
-    x = _values((3, *size), dtype, seed=1)
+    x = _values((*planes, *size), dtype, seed=1)
     geometry = Warp.rotation(size, degrees)
     fill = True if dtype == torch.bool else 7
     got = geometry.nearest(x, fill)
@@ -92,13 +96,16 @@ def test_rotation_nearest_reads_the_rule_pixels(size: tuple[int, int], degrees: 
 
 
 def test_opencv_and_torch_paths_agree_on_the_same_values() -> None:
-    # uint8 goes through OpenCV, int64 through torch: same picks, same fill.
+    # uint8 and int64 go through OpenCV, float16 (which it does not take) through torch:
+    # same picks, same fill.
     x = _values((50, 70), torch.uint8, seed=3)
     for degrees in (5.0, 29.9, 45.0, 123.4):
         geometry = Warp.rotation((50, 70), degrees)
         fast = geometry.nearest(x, 255)
-        slow = geometry.nearest(x.long(), 255)
-        assert torch.equal(fast.long(), slow)
+        assert _opencv.remap_nearest(x.half(), geometry._opencv_map(), 255) is None  # type: ignore[arg-type]
+        slow = geometry.nearest(x.half(), 255)
+        assert torch.equal(fast.half(), slow)
+        assert torch.equal(geometry.nearest(x.long(), 255), fast.long())
         outside = geometry.outside()
         assert outside is not None and torch.equal(outside, fast == 255)
 

@@ -114,14 +114,29 @@ def resize_linear(x: Tensor, window: Window, size: Size) -> Tensor | None:
     return _run(x, window, size, lambda a, dst: cv2.resize(a, (ow, oh), dst, interpolation=cv2.INTER_LINEAR))
 
 
+def _run_nearest(x: Tensor, window: Window | None, size: Size, kernel: Kernel) -> Tensor | None:
+    """:func:`_run` for kernels that copy whole elements, which any element size allows.
+
+    bool goes as uint8; an int64 plane (class masks) as two int32 channels, its halves,
+    which a nearest-neighbour kernel moves together.
+    """
+    if x.dtype == torch.bool:
+        out = _run(x.view(torch.uint8), window, size, kernel)
+        return None if out is None else out.view(torch.bool)
+    if x.dtype != torch.int64 or x.ndim != 2 or x.stride(1) != 1 or not 0 < x.numel() or max(x.shape) > _MAX_SIDE:
+        return _run(x, window, size, kernel)
+    _threads_set()
+    top, left, h, w = window if window is not None else (0, 0, *x.shape)
+    halves = x.numpy()[top : top + h, left : left + w].view(np.int32).reshape(h, w, 2)
+    return torch.from_numpy(np.ascontiguousarray(kernel(halves, None)).view(np.int64).reshape(size))
+
+
 def resize_nearest(x: Tensor, window: Window, size: Size) -> Tensor | None:
     """Nearest-neighbour resize of the ``window`` of ``x``: output index ``i`` reads input
     index :func:`nearest_exact_index` ``[i]`` along each axis. None if OpenCV cannot."""
     oh, ow = size
-    is_bool = x.dtype == torch.bool
-    out = _run(x.view(torch.uint8) if is_bool else x, window, size,
-               lambda a, dst: cv2.resize(a, (ow, oh), dst, interpolation=cv2.INTER_NEAREST_EXACT))
-    return out.view(torch.bool) if out is not None and is_bool else out
+    return _run_nearest(x, window, size,
+                        lambda a, dst: cv2.resize(a, (ow, oh), dst, interpolation=cv2.INTER_NEAREST_EXACT))
 
 
 def nearest_exact_index(length: int, out: int) -> np.ndarray:
@@ -167,14 +182,17 @@ def nearest_map(column: Tensor, row: Tensor, in_size: Size) -> NearestMap | None
 
 def remap_nearest(x: Tensor, where: NearestMap, fill: float) -> Tensor | None:
     """``x`` (``[..., H, W]``) read at ``where``, ``fill`` outside; None if OpenCV cannot."""
-    is_bool = x.dtype == torch.bool
-    source = x.view(torch.uint8) if is_bool else x
-    if source.dtype not in _REMAP_DTYPES:
+    if x.dtype == torch.int64:  # as two int32 halves: fill them in after, whatever its value
+        out = _run_nearest(x, None, where.outside.shape, lambda a, dst: cv2.remap(
+            a, where.xy, None, cv2.INTER_NEAREST, dst, borderMode=cv2.BORDER_CONSTANT))
+        if out is not None:
+            np.copyto(out.numpy(), int(fill), where=where.outside.view(bool))
+        return out
+    if x.dtype not in (*_REMAP_DTYPES, torch.bool):
         return None
     value = float(fill)
-    out = _run(source, None, where.outside.shape, lambda a, dst: cv2.remap(
+    return _run_nearest(x, None, where.outside.shape, lambda a, dst: cv2.remap(
         a, where.xy, None, cv2.INTER_NEAREST, dst, borderMode=cv2.BORDER_CONSTANT, borderValue=value))
-    return out.view(torch.bool) if out is not None and is_bool else out
 
 
 def warp_linear(x: Tensor, matrix: tuple[float, ...], where: NearestMap, fill: float) -> Tensor | None:
