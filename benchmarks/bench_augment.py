@@ -25,8 +25,8 @@ of HWC memory, which ``default_collate`` copies later; pixcore's ``normalize`` a
 returns contiguous memory). ``pipeline 5 targets`` runs pixcore's pipeline on image, mask,
 depth, normals and validity mask.
 
-Timing: every round times ``--calls`` calls of every (case, library) in an interleaved
-order, so that load from other processes hits all libraries alike; the table gives the
+Timing: after ``--warmup`` untimed calls of each, every round times ``--calls`` calls of
+every (case, library) in an interleaved order, so that load from other processes hits all libraries alike; the table gives the
 median over rounds of the mean time per call.
 """
 
@@ -223,9 +223,12 @@ def run(args: argparse.Namespace) -> None:
 
     jobs = [(case, lib, fn) for lib, cases in libraries.items() for case, fn in cases.items()]
     times: dict[tuple[str, str], list[float]] = {(c, lib): [] for c, lib, _ in jobs}
-    for _case, _lib, fn in jobs:  # warm-up
-        for i in range(3):
-            fn(inputs[i % len(inputs)], i)
+    # Warm-up: pixcore caches small index tables per (window, output) length pair, as a
+    # training run's loader workers do after their first few thousand samples; every
+    # library gets the same number of calls.
+    for _case, _lib, fn in jobs:
+        for i in range(args.warmup):
+            fn(inputs[i % len(inputs)], 10**6 + i)
     rng = np.random.default_rng(0)
     counter = 0
     for _ in range(args.rounds):
@@ -243,8 +246,8 @@ def run(args: argparse.Namespace) -> None:
           f"torchvision {torchvision.__version__}, {versions_extra}")
     print(f"threads : torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
           "cv2.setNumThreads(0)")
-    print(f"method  : {args.size}x{args.size} uint8, median over {args.rounds} interleaved rounds "
-          f"of the mean of {args.calls} calls\n")
+    print(f"method  : {args.size}x{args.size} uint8, {args.warmup} warm-up calls, median over {args.rounds} "
+          f"interleaved rounds of the mean of {args.calls} calls\n")
     header = ("| case | pixcore (ms) | albumentations (ms) | torchvision v2 (ms) "
               "| pixcore / albumentations | pixcore / torchvision |")
     print(header)
@@ -271,6 +274,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds")
     parser.add_argument("--calls", type=int, default=20, help="calls per (case, library) per round")
     parser.add_argument("--size", type=int, default=512, help="image height and width")
+    parser.add_argument("--warmup", type=int, default=300, help="untimed calls per (case, library) first")
     run(parser.parse_args())
 
 
