@@ -26,8 +26,8 @@ returns contiguous memory). ``pipeline 5 targets`` runs pixcore's pipeline on im
 depth, normals and validity mask.
 
 Timing: after ``--warmup`` untimed calls of each, every round times ``--calls`` calls of
-every (case, library) in an interleaved order, so that load from other processes hits all libraries alike; the table gives the
-median over rounds of the mean time per call.
+every (case, library) in an interleaved order, so that load from other processes hits all
+libraries alike; the table gives the median over rounds of the mean time per call.
 """
 
 from __future__ import annotations
