@@ -163,3 +163,26 @@ def test_dtypes_opencv_cannot_take_fall_back_to_torch() -> None:
     big = torch.zeros(1, 40000, 2, dtype=torch.uint8)
     assert _opencv.resize_nearest(big, (0, 0, 40000, 2), (10, 2)) is None
     assert math.isfinite(float(out.float().mean()))
+
+
+class _Rotated(torch.utils.data.Dataset[int]):
+    """Rotates an image in the loader worker and reports OpenCV's thread count there."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> int:
+        sample = {"image": Image(_values((3, 40, 50), torch.uint8, seed=index))}
+        a.Rotate(20.0)(sample, torch.Generator().manual_seed(index))
+        import cv2
+
+        return int(cv2.getNumThreads())
+
+
+def test_forked_loader_workers_run_opencv_with_one_thread() -> None:
+    # The parent has used OpenCV before the workers fork. With OpenCV's thread pool alive
+    # in the parent (cv2.setNumThreads(2) there), the workers hung in their first call.
+    a.Rotate(20.0)({"image": Image(_values((3, 40, 50), torch.uint8))}, torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(_Rotated(), batch_size=None, num_workers=2, timeout=60,
+                                         multiprocessing_context="fork")
+    assert list(loader) == [1, 1, 1, 1]

@@ -26,8 +26,8 @@ Nearest-neighbour *warps* stay in torch: ``cv2.warpAffine``'s nearest picks depe
 data type (a uint8 plane and an int16 index ramp warped by the same matrix read different
 pixels), so they could not be shown to agree across kinds.
 
-OpenCV runs as many threads as torch does in the calling process (set once, at first use):
-one in each data-loader worker, where torch runs one.
+OpenCV runs its kernels in the calling thread (``cv2.setNumThreads(0)`` at first use, as
+albumentations advises for data loading): see :func:`_threads_set`.
 """
 
 from __future__ import annotations
@@ -62,9 +62,14 @@ _MAX_SIDE = 32767  # OpenCV's coordinate tables are 16-bit
 
 
 @functools.cache
-def _threads_set() -> bool:
-    cv2.setNumThreads(torch.get_num_threads())
-    return True
+def _threads_set() -> None:
+    """Run OpenCV's kernels in the calling thread, without its thread pool (once, at first use).
+
+    The images are small and loader workers run one torch thread each; and a pool that
+    exists when a DataLoader forks its workers hangs them (a worker inherits the pool's
+    state but not its threads). Forked workers inherit this setting.
+    """
+    cv2.setNumThreads(0)
 
 
 Kernel = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
