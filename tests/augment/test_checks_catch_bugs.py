@@ -220,6 +220,32 @@ def test_crop_intrinsics_not_shifted() -> None:
         fails(a.RandomCrop(4), "intrinsics")
 
 
+@pytest.mark.parametrize("kinds", [
+    ("image", "mask", "depth", "normals", "valid", "intrinsics"),  # rotation read off the normals
+    ("image", "mask", "depth", "valid", "intrinsics"),  # rotation read off the pixels
+])
+def test_rotation_intrinsics_not_rotated(kinds: tuple[str, ...]) -> None:
+    with replaced("warp", pixcore.targets.Intrinsics, lambda k, g: k):
+        fails(a.Rotate(30.0), "intrinsics", kinds=kinds, min_side=8)
+
+
+def test_a_slight_rotation_of_a_tiny_image_is_not_a_false_alarm() -> None:
+    # A 4x4 window of a photo (principal point far outside it) rotated by under a degree:
+    # no pixel moves, yet the intrinsics correctly do; the suite used to report 0.6 px.
+    from pixcore.targets import Intrinsics
+    from pixcore.testing import check_augmentation_once
+
+    g = torch.Generator().manual_seed(0)
+    sample = {
+        "image": Image(torch.randint(0, 256, (3, 4, 4), dtype=torch.uint8, generator=g)),
+        "mask": ClassMask(torch.tensor([[8, 255, 0, 0], [8, 255, 0, 0], [255, 0, 0, 0], [0, 0, 0, 0]])),
+        "valid": ValidityMask(torch.ones(4, 4, dtype=torch.bool)),
+        "depth": ScalarField(torch.full((1, 4, 4), 4.8)),
+        "intrinsics": Intrinsics(torch.tensor([[124.3723, 0.0, 38.8991], [0.0, 124.3723, 31.8596], [0.0, 0.0, 1.0]])),
+    }
+    check_augmentation_once(a.Rotate(1.0), sample, 0)
+
+
 # -- the rest -----------------------------------------------------------------------------
 
 

@@ -626,6 +626,8 @@ def _check_intrinsics(
             continue  # too few pixels to know the camera's rotation
         q3 = torch.eye(3, dtype=torch.float64)
         q3[:2, :2] = q2
+        if rotation is None and _rounding_hides_the_warp(call, at, k1 @ q3 @ torch.linalg.inv(k0)):
+            continue
         pts = torch.cat([src_xy, torch.ones(src_xy.shape[0], 1, dtype=torch.float64)], dim=1).T
         projected = k1 @ q3 @ torch.linalg.solve(k0, pts)
         projected = projected[:2] / projected[2]
@@ -779,6 +781,23 @@ def _resampling_steps(transform: Any) -> int:
     if ops is None:
         return 1
     return 1 if "warp" in ops else 0
+
+
+def _rounding_hides_the_warp(call: _Call, at: _Provenance, implied: Tensor) -> bool:
+    """Whether the pixels cannot show the camera's rotation of a slight warp.
+
+    Rotating a tiny image by a degree moves no pixel centre by half a pixel: nearest
+    neighbour leaves every pixel where it was (or where a flip or quarter turn would put
+    it), so the pixel map says "no rotation" while the intrinsics, correctly, move. Then
+    the map ``implied`` by the intrinsics is not a signed permutation with a whole-pixel
+    shift, as every exact operation's is, and nothing can be checked against the pixels.
+    """
+    if "warp" not in getattr(call.transform, "ops", ()):
+        return False
+    looks_exact = at.identity or (at.fit is not None and _exact_fit(at.fit[0]))
+    shift = implied[:2, 2]
+    exact = _exact_fit(implied[:2, :2]) and bool(((shift - shift.round()).abs() < 1e-6).all())
+    return looks_exact and not exact
 
 
 def _exact_fit(m: Tensor) -> bool:
