@@ -130,6 +130,16 @@ def _keep_rows_up_to(lines: list[str], step: int, step_of: Any) -> list[str]:
     return kept
 
 
+def restart_jsonl(path: Path, step: int) -> None:
+    """Start the JSON-lines file ``path`` for a fit from ``step``: a resume keeps the lines
+    of steps up to it (whatever a killed run wrote after), a new run starts empty."""
+    lines: list[str] = []
+    if step > 0 and path.exists():
+        lines = _keep_rows_up_to(path.read_text().splitlines(), step, lambda line: json.loads(line)["step"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines))
+
+
 class CSVLogger(Callback):
     """One CSV row per ``on_log`` (rank 0). A resumed run keeps the rows up to its step."""
 
@@ -171,12 +181,7 @@ class JSONLLogger(Callback):
     def on_fit_start(self, trainer: Trainer) -> None:
         if not trainer.is_main_process:
             return
-        lines: list[str] = []
-        if trainer.step > 0 and self.path.exists():
-            lines = _keep_rows_up_to(self.path.read_text().splitlines(), trainer.step,
-                                     lambda line: json.loads(line)["step"])
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("".join(f"{line}\n" for line in lines))
+        restart_jsonl(self.path, trainer.step)
 
     def _write(self, record: Mapping[str, Any]) -> None:
         with self.path.open("a") as handle:

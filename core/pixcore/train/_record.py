@@ -41,7 +41,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from pixcore._runfiles import EVAL_DIR, RUN_FILE, SNAPSHOT_FORMAT, snapshot_path, snapshot_paths
-from pixcore.train._callbacks import Callback, _keep_rows_up_to
+from pixcore.train._callbacks import Callback, restart_jsonl
 from pixcore.train._distributed import DistributedInfo
 
 if TYPE_CHECKING:
@@ -308,15 +308,10 @@ class RunRecord(Callback):
     def on_fit_start(self, trainer: Trainer) -> None:
         if not trainer.is_main_process:
             return
-        lines: list[str] = []
-        if trainer.step > 0 and self.path.exists():
-            lines = _keep_rows_up_to(self.path.read_text().splitlines(), trainer.step,
-                                     lambda line: json.loads(line)["step"])
+        restart_jsonl(self.path, trainer.step)
         for step, path in snapshot_paths(self.out_dir):
             if step > trainer.step or trainer.step == 0:
                 path.unlink()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("".join(f"{line}\n" for line in lines))
         self._start, self._start_step = time.perf_counter(), trainer.step
         if trainer.run_config is not None:
             config = trainer.run_config.model_dump(mode="json")
