@@ -58,6 +58,7 @@ try:
 except ImportError:  # running from a source checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 
+from _common import cpu_name  # noqa: E402  (benchmarks/, the script's own folder)
 from pixcore import augment as pa  # noqa: E402
 from pixcore.data import render_scene  # noqa: E402
 from pixcore.targets import ClassMask, Image, ScalarField, UnitVectorField, ValidityMask  # noqa: E402
@@ -67,16 +68,6 @@ STD = (0.229, 0.224, 0.225)
 JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}
 SCALE = (0.25, 1.0)
 DEGREES = 30.0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # --------------------------------------------------------------------------------------
@@ -241,7 +232,7 @@ def run(args: argparse.Namespace) -> None:
             times[(case, lib)].append((time.perf_counter() - start) / args.calls)
 
     ms = {k: 1000.0 * statistics.median(v) for k, v in times.items()}
-    print(f"machine : {_cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores)")
+    print(f"machine : {cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores)")
     print(f"python  : {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
           f"torchvision {torchvision.__version__}, {versions_extra}")
     print(f"threads : torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "

@@ -90,6 +90,7 @@ except ImportError:  # running from a source checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 
 import pixcore  # noqa: E402
+from _common import cpu_name  # noqa: E402  (benchmarks/, the script's own folder)
 
 SIZES: tuple[tuple[int, int], ...] = ((224, 224), (256, 320), (97, 130), (512, 768))
 NUM_CLASSES = 5
@@ -100,16 +101,6 @@ SMP_ATTEMPTS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 DEFAULT_OUT = Path(tempfile.gettempdir()) / "bench_results"
 OK, FAIL = "\u2713", "\u2717"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _reason(error: BaseException) -> str:
@@ -498,7 +489,7 @@ def main() -> None:
     command = "python benchmarks/bench_backbone_coverage.py " + shlex.join(sys.argv[1:])
     versions = {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
                 "segmentation_models_pytorch": smp.__version__, "pixcore": pixcore.__version__}
-    machine = f"{_cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores)"
+    machine = f"{cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores)"
     elapsed = time.perf_counter() - wall
     header = [
         f"machine: {machine}; " + ", ".join(f"{k} {v}" for k, v in versions.items())

@@ -93,22 +93,13 @@ except ImportError:  # running from a source checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 
 import pixcore  # noqa: E402
+from _common import cpu_name  # noqa: E402  (benchmarks/, the script's own folder)
 
 VIT_S = "vit_small_patch16_224"
 DINOV2_S = "vit_small_patch14_dinov2"
 VIT_B = "vit_base_patch16_224"
 NUM_CLASSES = 5
 DEFAULT_OUT = Path(tempfile.gettempdir()) / "bench_results"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _versions() -> dict[str, str]:
@@ -336,7 +327,7 @@ def run(args: argparse.Namespace) -> None:
     }
     command = "python benchmarks/bench_backbones.py " + shlex.join(sys.argv[1:])
     versions = _versions()
-    machine = f"{_cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores)"
+    machine = f"{cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores)"
     lines = [
         f"machine: {machine}; "
         + ", ".join(f"{k} {v}" for k, v in versions.items())

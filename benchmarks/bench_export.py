@@ -95,6 +95,7 @@ except ImportError:  # running from a source checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 
 import pixcore  # noqa: E402
+from _common import cpu_name  # noqa: E402  (benchmarks/, the script's own folder)
 from pixcore._config import RunConfig, load_config, validate_config  # noqa: E402
 from pixcore.data import SyntheticScenes, collate  # noqa: E402
 from pixcore.export import export_model  # noqa: E402
@@ -117,16 +118,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "percentile 99.99": {"method": "percentile", "percentile": 99.99},
     "entropy, 512 bins": {"method": "entropy"},
 }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _versions() -> dict[str, str]:
@@ -503,7 +494,7 @@ def run(args: argparse.Namespace) -> None:
     # The tables
     command = "python benchmarks/bench_export.py " + shlex.join(sys.argv[1:])
     versions = _versions()
-    machine = f"{_cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores)"
+    machine = f"{cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores)"
     lines = [
         f"machine: {machine}; " + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f"; {args.threads} threads (torch.set_num_threads; ORT intra_op_num_threads, inter_op 1)",

@@ -58,6 +58,7 @@ try:
 except ImportError:  # running from a source checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 
+from _common import cpu_name  # noqa: E402  (benchmarks/, the script's own folder)
 from pixcore import augment as pa  # noqa: E402
 from pixcore.data import collate  # noqa: E402
 
@@ -66,13 +67,6 @@ STD = (0.229, 0.224, 0.225)
 JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}
 SCALE = (0.25, 1.0)
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "cat", "retina")
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 # --------------------------------------------------------------------------------------
@@ -305,7 +299,7 @@ def run(args: argparse.Namespace) -> None:
                 rates[(data, lib)].append(epoch(dataset, fn, args))
             loads.append(os.getloadavg()[0])
 
-    print(f"machine : {_cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores), "
+    print(f"machine : {cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores), "
           f"load average (1 min) {min(loads):.1f}-{max(loads):.1f}")
     print(f"python  : {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
           f"albumentations {albumentations.__version__}, opencv {cv2.__version__}")

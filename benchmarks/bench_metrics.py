@@ -50,22 +50,13 @@ except ImportError:  # running from a source checkout without an install
     root = Path(__file__).resolve().parents[1]
     sys.path[:0] = [str(root / "core"), str(root / "plugins" / "pixcore-seg" / "src")]
 
+from _common import cpu_name  # noqa: E402  (benchmarks/, the script's own folder)
 from pixcore_seg import MeanIoU  # noqa: E402
 
 IGNORE = 255
 BATCH = 4
 CLASSES = (21, 150)
 KINDS = ("logits", "ids")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_inputs(num_classes: int, size: int, seed: int) -> dict[str, torch.Tensor]:
@@ -136,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
             times[(c, kind, lib)].append((time.perf_counter() - start) / args.calls)
 
     ms = {k: 1000.0 * statistics.median(v) for k, v in times.items()}
-    print(f"machine : {_cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores)")
+    print(f"machine : {cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores)")
     print(f"python  : {platform.python_version()}, numpy {np.__version__}, "
           f"torch {torch.__version__}, torchmetrics {torchmetrics.__version__}")
     print(f"threads : torch {torch.get_num_threads()}, "

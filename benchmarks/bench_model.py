@@ -69,19 +69,10 @@ except ImportError:  # running from a source checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 
 import pixcore  # noqa: E402
+from _common import cpu_name  # noqa: E402  (benchmarks/, the script's own folder)
 from pixcore.testing import isolated_manager  # noqa: E402
 
 NUM_CLASSES = 21
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # --------------------------------------------------------------------------------------
@@ -200,7 +191,7 @@ def run(args: argparse.Namespace) -> None:
     import segmentation_models_pytorch as smp
     import timm
 
-    print(f"machine : {_cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores)")
+    print(f"machine : {cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores)")
     print(f"python  : {platform.python_version()}, torch {torch.__version__}, "
           f"timm {timm.__version__}, segmentation_models_pytorch {smp.__version__}, "
           f"pixcore {pixcore.__version__}")

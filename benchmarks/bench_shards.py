@@ -47,21 +47,12 @@ try:
 except ImportError:  # running from a source checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 
+from _common import cpu_name  # noqa: E402  (benchmarks/, the script's own folder)
 from pixcore.augment import ColorJitter, Compose, HorizontalFlip, RandomResizedCrop
 from pixcore.data import FolderDataset, ShardDataset, collate, render_scene, write_shards
 from pixcore.train._data import AugmentedDataset, seed_epoch, stream_loader, training_sampler
 
 BATCH, WORKERS, SEED = 16, 2, 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def write_folder(root: Path, samples: int, size: int) -> None:
@@ -173,7 +164,7 @@ def main() -> int:
 
     record = {
         "command": " ".join(sys.argv),
-        "cpu": _cpu_name(), "cores": os.cpu_count(),
+        "cpu": cpu_name(), "cores": os.cpu_count(),
         "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
                      "pillow": PIL.__version__, "fsspec": fsspec.__version__,

@@ -27,22 +27,13 @@ from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _common import cpu_name  # noqa: E402  (benchmarks/, the script's own folder)
 
 try:
     from pixcore.data._synthetic import SyntheticScenes, render_scene
 except ImportError:  # running from a source checkout without PYTHONPATH=core
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
     from pixcore.data._synthetic import SyntheticScenes, render_scene
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _time(fn: Callable[[int], object], scenes: int, repeats: int, warmup: int) -> list[float]:
@@ -71,7 +62,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    print(f"machine : {_cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores)")
+    print(f"machine : {cpu_name()} ({platform.machine()}, {os.cpu_count()} logical cores)")
     print(f"python  : {platform.python_version()} ({platform.python_implementation()})")
     print(f"numpy   : {np.__version__}")
     print(f"threads : OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")

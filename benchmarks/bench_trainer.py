@@ -54,6 +54,7 @@ except ImportError:  # running from a source checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
     import pixcore
 
+from _common import cpu_name  # noqa: E402  (benchmarks/, the script's own folder)
 from pixcore.targets import Image, ScalarField, ValidityMask  # noqa: E402
 from pixcore.train import Callback, Trainer  # noqa: E402
 
@@ -208,16 +209,6 @@ def trainer_loop(model: nn.Module, loader: DataLoader[pixcore.Sample], steps: in
     return stopwatch.seconds
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median over them)")
@@ -250,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             final[name] = model
 
     print(f"pixcore Trainer vs a plain PyTorch loop: {platform.python_version()}, torch {torch.__version__}, "
-          f"{_cpu_name()}, 1 thread")
+          f"{cpu_name()}, 1 thread")
     print(f"{args.rounds} rounds x {args.steps} steps, batch {args.batch} x 3x{args.size}x{args.size}, "
           f"width {args.width}\n")
     median = {name: statistics.median(values) for name, values in seconds.items()}
