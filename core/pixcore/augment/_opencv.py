@@ -54,10 +54,9 @@ __all__ = [
 Size = tuple[int, int]
 Window = tuple[int, int, int, int]
 
-# The data types OpenCV's resize and warp take, with torch's names (bool goes as uint8).
+# The data types OpenCV's resize, remap and warp take, with torch's names (bool goes as uint8).
 _DTYPES = (torch.uint8, torch.int8, torch.int16, torch.uint16, torch.int32, torch.float32, torch.float64)
 _LINEAR_DTYPES = (torch.uint8, torch.float32)
-_REMAP_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.uint16, torch.int32, torch.float32, torch.float64)
 _MAX_SIDE = 32767  # OpenCV's coordinate tables are 16-bit
 
 
@@ -193,8 +192,6 @@ def remap_nearest(x: Tensor, where: NearestMap, fill: float) -> Tensor | None:
         if out is not None:
             np.copyto(out.numpy(), int(fill), where=where.outside.view(bool))
         return out
-    if x.dtype not in (*_REMAP_DTYPES, torch.bool):
-        return None
     value = float(fill)
     return _run_nearest(x, None, where.outside.shape, lambda a, dst: cv2.remap(
         a, where.xy, None, cv2.INTER_NEAREST, dst, borderMode=cv2.BORDER_CONSTANT, borderValue=value))
