@@ -152,6 +152,20 @@ def test_register_and_unregister() -> None:
         a.unregister_rule("flip", EdgeMap)
 
 
+def test_a_transform_refuses_a_kind_again_once_its_rule_is_gone() -> None:
+    """Transforms remember which kinds passed their check; a change of rules forgets it."""
+    sample = {"edges": EdgeMap(torch.zeros(1, 4, 5))}
+    flip = a.HorizontalFlip(p=1.0)
+    a.register_rule("flip", EdgeMap, lambda x, g: x.flip(g.dim))
+    try:
+        flip(sample)
+        flip(sample)
+    finally:
+        a.unregister_rule("flip", EdgeMap)
+    with pytest.raises(a.UnsupportedKindError, match="HorizontalFlip has no rule for target kind 'edge_map'"):
+        flip(sample)
+
+
 def test_registration_errors() -> None:
     with pytest.raises(a.RuleError, match="unknown geometric operation 'shear'"):
         a.register_rule("shear", EdgeMap, lambda x, g: x)

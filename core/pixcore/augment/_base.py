@@ -16,7 +16,7 @@ from pixcore._errors import ConfigError
 from pixcore._interfaces import Augmentation, Sample
 from pixcore._targets import ScalarField, TargetKind, UnitVectorField, ValidityMask
 from pixcore.augment._geometry import Geometry, Size
-from pixcore.augment._rules import UnsupportedKindError, rule_for
+from pixcore.augment._rules import UnsupportedKindError, covered, rule_for
 
 __all__ = [
     "Compose",
@@ -123,7 +123,8 @@ def sample_size(sample: Mapping[str, Any]) -> Size | None:
     first = ""
     for key, value in sample.items():
         if isinstance(value, TargetKind) and value.spatial:
-            this = (int(value.shape[-2]), int(value.shape[-1]))
+            shape = value.shape
+            this = (int(shape[-2]), int(shape[-1]))
             if size is None:
                 size, first = this, key
             elif this != size:
@@ -216,6 +217,8 @@ class Transform(Augmentation):
 
     def check_kinds(self, sample: Mapping[str, Any]) -> None:
         """Refuse plain tensors and kinds without a rule for one of ``ops``."""
+        if covered(tuple(self.ops), tuple(type(v) for v in sample.values() if isinstance(v, Tensor))):
+            return
         name = type(self).__name__
         for key, value in sample.items():
             if not isinstance(value, Tensor):

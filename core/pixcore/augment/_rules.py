@@ -54,6 +54,8 @@ Rule = Callable[[Tensor, "Geometry"], Tensor]
 _RULES: dict[str, dict[type[TargetKind], Rule]] = {op: {} for op in OPS}
 #: ``(op, kind) -> rule or None`` after the class-hierarchy walk; cleared on every change.
 _LOOKUP: dict[tuple[str, type], Rule | None] = {}
+#: ``(ops, kinds)`` where every kind has a rule for every op; cleared on every change.
+_COVERED: set[tuple[tuple[str, ...], tuple[type, ...]]] = set()
 
 
 class UnsupportedKindError(PixcoreError, TypeError):
@@ -132,6 +134,7 @@ def register_rule(
         _probe_unit_vectors(op, kind, rule)
     _RULES[op][kind] = rule
     _LOOKUP.clear()
+    _COVERED.clear()
 
 
 def unregister_rule(op: str, kind: type[TargetKind]) -> None:
@@ -142,6 +145,7 @@ def unregister_rule(op: str, kind: type[TargetKind]) -> None:
     except KeyError:
         raise KeyError(f"no {op!r} rule is registered for {kind.__qualname__}") from None
     _LOOKUP.clear()
+    _COVERED.clear()
 
 
 def rule_for(op: str, kind: type[TargetKind]) -> Rule | None:
@@ -162,6 +166,24 @@ def rule_for(op: str, kind: type[TargetKind]) -> Rule | None:
             break
     _LOOKUP[key] = found
     return found
+
+
+def covered(ops: tuple[str, ...], kinds: tuple[type, ...]) -> bool:
+    """Whether every one of ``kinds`` is a target kind with a rule for every one of ``ops``.
+
+    Remembered until the next (un)registration: a pipeline sees the same few kinds in
+    every sample, and its transforms check them before each call.
+    """
+    key = (ops, kinds)
+    if key in _COVERED:
+        return True
+    every = all(
+        issubclass(kind, TargetKind) and all(rule_for(op, kind) is not None for op in ops)
+        for kind in kinds
+    )
+    if every:
+        _COVERED.add(key)
+    return every
 
 
 def registered_rules() -> dict[str, list[str]]:
