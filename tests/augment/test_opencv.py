@@ -66,6 +66,47 @@ def test_window_resize_reads_the_rule_pixels(size: int, out: int, dtype: torch.d
     assert np.array_equal(got.numpy(), expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.float32, torch.bool])
+@pytest.mark.parametrize(("size", "out"), _PAIRS)
+def test_mirrored_window_resize_reads_the_rule_pixels_mirrored(size: int, out: int, dtype: torch.dtype) -> None:
+    """Every path (OpenCV, torch's kernel, the gather) mirrors: the columns reversed."""
+    x = _values((3, size + 3, size + 1), dtype)
+    window = (2, 1, size, size - 1 if size > 2 else size)
+    top, left, h, w = window
+    geometry = Warp.resize(tuple(x.shape[-2:]), window, (out, out + 1)).then_mirrored()  # type: ignore[arg-type]
+    assert geometry.mirrored
+    rows = _torch_nearest_exact(h, out) + top
+    cols = _torch_nearest_exact(w, out + 1)[::-1] + left
+    expected = x.numpy()[..., rows, :][..., cols]
+    assert np.array_equal(geometry.nearest(x, 0).numpy(), expected)
+    assert np.array_equal(geometry.nearest(x[0], 0).numpy(), expected[0])
+
+
+@pytest.mark.parametrize("layout", ["hwc", "chw"])
+@pytest.mark.parametrize(
+    ("window", "out"),
+    [((3, 2, 20, 30), (41, 57)), ((0, 0, 30, 40), (30, 40)), ((1, 1, 25, 33), (20, 20))],  # OpenCV, view, torch
+)
+def test_mirrored_bilinear_resize_is_the_resize_mirrored(
+    layout: str, window: tuple[int, int, int, int], out: tuple[int, int]
+) -> None:
+    hwc = _values((30, 40, 3), torch.uint8)
+    x = hwc.permute(2, 0, 1) if layout == "hwc" else hwc.permute(2, 0, 1).contiguous()
+    plain = Warp.resize((30, 40), window, out)
+    mirrored = plain.then_mirrored()
+    assert torch.equal(mirrored.bilinear(x, 0.0), plain.bilinear(x, 0.0).flip(-1))
+
+
+def test_a_mirrored_warp_maps_pixels_as_a_flip_after_the_resize() -> None:
+    """``then_mirrored``'s matrix against the composition of the two pixel maps."""
+    resize = Warp.resize((30, 40), (3, 2, 20, 30), (41, 57))
+    flip = a.Flip((41, 57), axis="horizontal")
+    torch.testing.assert_close(resize.then_mirrored().pixel_map(), flip.pixel_map() @ resize.pixel_map())
+    torch.testing.assert_close(resize.then_mirrored().camera_map(), flip.camera_map() @ resize.camera_map())
+    with pytest.raises(ValueError, match="axis-aligned"):
+        Warp.rotation((30, 40), 10.0).then_mirrored()
+
+
 def _warp_reference(x: np.ndarray, geometry: Warp, fill: float) -> np.ndarray:
     """Nearest pixel ``floor(p + 0.5)`` of every output pixel, float32 as the rule computes it."""
     h, w = geometry.in_size

@@ -44,6 +44,9 @@ def test_compositions() -> None:
         a.RandomRotate90(), a.Rotate(45.0), a.ColorJitter(hue=0.1),
     ])
     check_augmentation(pipeline)
+    # A zoom right before a horizontal flip: Compose runs the two as one mirrored warp.
+    check_augmentation(a.Compose([a.RandomResizedCrop((9, 7), scale=(0.1, 1.0)), a.HorizontalFlip()]))
+    check_augmentation(a.Compose([a.RandomScale((0.4, 2.5)), a.HorizontalFlip(), a.CenterCrop(6)]))
     check_augmentation(a.OneOf([a.Rotate(90.0), a.RandomResizedCrop(5), a.PadIfNeeded(3, 30)]))
 
 

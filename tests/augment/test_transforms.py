@@ -306,3 +306,94 @@ def test_thin_float_images_resize_correctly(size: tuple[int, int], out: tuple[in
     floats = plain(a.Resize(out)({"image": Image(ramp)})["image"])
     uint8 = plain(a.Resize(out)({"image": Image((ramp * 255).round().to(torch.uint8))})["image"]).float() / 255
     torch.testing.assert_close(floats, uint8, atol=1.5 / 255, rtol=0)  # uint8 is right
+
+
+# -- a zoom and a flip joined in Compose --------------------------------------------------
+
+_ZOOMS = [
+    a.RandomResizedCrop((13, 19), scale=(0.1, 1.0), p=0.7),  # shrinks or enlarges, coin drawn
+    a.RandomResizedCrop((64, 48), scale=(0.3, 1.0)),  # enlarges: OpenCV's kernels
+    a.RandomResizedCrop((30, 40), scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3)),  # the window is the input: views
+    a.RandomResizedCrop((21, 25), interpolation="nearest", antialias=False),
+    a.RandomScale((0.5, 1.5), p=0.8),
+    a.Resize((30, 40)),  # the input's size: leaves the sample as it is
+    a.Resize((47, 61)),
+]
+
+
+def _sequential(zoom: a.Transform, flip: a.Transform, sample: dict[str, Tensor], seed: int) -> dict[str, Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return flip(zoom(sample, generator), generator)
+
+
+@pytest.mark.parametrize("zoom", _ZOOMS, ids=repr)
+@pytest.mark.parametrize("p", [0.5, 1.0, 0.0])
+def test_compose_runs_a_zoom_and_a_flip_as_one_with_the_same_result(
+    zoom: a.Transform, p: float, full_sample: SampleFactory
+) -> None:
+    flip = a.HorizontalFlip(p)
+    pipeline = a.Compose([zoom, flip])
+    assert [type(t).__name__ for t in pipeline._fused()] == ["_ZoomThenMirror"]
+    for seed in range(12):
+        sample = full_sample(30, 40, seed, mask_dtype=torch.uint8 if seed % 2 else torch.int64)
+        if seed % 3 == 0:  # an image decoded to HWC memory, as the file readers give it
+            sample["image"] = Image(plain(sample["image"]).permute(1, 2, 0).contiguous().permute(2, 0, 1))
+        before = {key: value.clone() for key, value in sample.items()}
+        got = pipeline(sample, torch.Generator().manual_seed(seed))
+        expected = _sequential(zoom, flip, sample, seed)
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert type(got[key]) is type(expected[key]) and got[key].dtype == expected[key].dtype, key
+            if key == "intrinsics":  # one matrix product instead of two
+                torch.testing.assert_close(plain(got[key]), plain(expected[key]), rtol=1e-6, atol=1e-4)
+            else:
+                assert torch.equal(plain(got[key]), plain(expected[key])), (key, seed)
+            assert torch.equal(plain(sample[key]), plain(before[key])), f"the input's {key} was changed"
+
+
+def test_the_joined_pair_mirrors_the_resized_crop(full_sample: SampleFactory) -> None:
+    """Against an independent reference: torchvision's resized crop, then a mirror."""
+    sample = full_sample(30, 40, 3, kinds=("image", "mask", "normals"))
+    crop = a.RandomResizedCrop((50, 60), scale=(0.3, 0.6))
+    out = a.Compose([crop, a.HorizontalFlip(p=1.0)])(sample, torch.Generator().manual_seed(5))
+    top, left, h, w = crop.window((30, 40), torch.Generator().manual_seed(5))
+    mask = TF.resized_crop(plain(sample["mask"])[None], top, left, h, w, [50, 60], TF.InterpolationMode.NEAREST_EXACT)
+    assert torch.equal(plain(out["mask"]), mask[0].flip(-1))
+    normals = TF.resized_crop(plain(sample["normals"]), top, left, h, w, [50, 60], TF.InterpolationMode.NEAREST_EXACT)
+    normals = normals.flip(-1)
+    normals[0] = -normals[0]
+    assert torch.equal(plain(out["normals"]), normals)
+
+
+def test_compose_rebuilds_the_joined_chain_when_its_list_changes(full_sample: SampleFactory) -> None:
+    pipeline = a.Compose([a.Resize((20, 20)), a.HorizontalFlip(p=1.0)])
+    assert [type(t).__name__ for t in pipeline._fused()] == ["_ZoomThenMirror"]
+    pipeline.transforms.insert(1, a.VerticalFlip(p=1.0))
+    assert [type(t).__name__ for t in pipeline._fused()] == ["Resize", "VerticalFlip", "HorizontalFlip"]
+    sample = full_sample(8, 6)
+    generator = torch.Generator().manual_seed(0)
+    expected = a.HorizontalFlip(p=1.0)(a.VerticalFlip(p=1.0)(a.Resize((20, 20))(sample, generator), generator))
+    got = pipeline(sample, torch.Generator().manual_seed(0))
+    assert torch.equal(plain(got["depth"]), plain(expected["depth"]))
+
+
+def test_kinds_with_a_rule_of_another_package_run_the_pair_one_after_the_other(edge_kind: type[Any]) -> None:
+    """A warp rule written before mirrored warps existed resizes ``g.window`` itself."""
+
+    def resize_window(x: Tensor, g: Any) -> Tensor:
+        top, left, h, w = g.window
+        crop = x[..., top : top + h, left : left + w]
+        return torch.nn.functional.interpolate(crop[None].float(), size=g.size, mode="nearest-exact")[0].to(x.dtype)
+
+    a.register_rule("warp", edge_kind, resize_window)
+    a.register_rule("flip", edge_kind, lambda x, g: x.flip(g.dim))
+    try:
+        edges = edge_kind((torch.rand(1, 30, 40, generator=torch.Generator().manual_seed(1)) > 0.5).to(torch.uint8))
+        sample = {"image": Image(torch.zeros(3, 30, 40, dtype=torch.uint8)), "edges": edges}
+        zoom, flip = a.RandomResizedCrop((25, 35)), a.HorizontalFlip(p=1.0)
+        got = a.Compose([zoom, flip])(sample, torch.Generator().manual_seed(2))
+        expected = _sequential(zoom, flip, sample, 2)
+        assert torch.equal(plain(got["edges"]), plain(expected["edges"]))
+    finally:
+        a.unregister_rule("warp", edge_kind)
+        a.unregister_rule("flip", edge_kind)

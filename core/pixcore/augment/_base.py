@@ -189,9 +189,13 @@ class Transform(Augmentation):
 
     def __call__(self, sample: Sample, generator: torch.Generator | None = None) -> Sample:
         size = self.check(sample)
-        if self.p < 1.0 and (self.p == 0.0 or uniform(generator, 0.0, 1.0) >= self.p):
+        if not self.coin(generator):
             return self.skip(sample, size)
         return self.apply(sample, size, generator)
+
+    def coin(self, generator: torch.Generator | None) -> bool:
+        """Whether to apply, with probability ``p`` (draws only when ``0 < p < 1``)."""
+        return not (self.p < 1.0 and (self.p == 0.0 or uniform(generator, 0.0, 1.0) >= self.p))
 
     def skip(self, sample: Sample, size: Size | None) -> Sample:
         """The result when the coin says no: the sample unchanged (a new dict)."""
@@ -204,6 +208,15 @@ class Transform(Augmentation):
     def may_fill(self, size: Size | None) -> bool:
         """Whether this transform can fill areas of an input of ``size`` (default: no)."""
         return False
+
+    def then(self, following: Augmentation) -> Transform | None:
+        """One transform doing this and then ``following``, where that is faster; else None.
+
+        :class:`Compose` asks each child about the next. The result must draw from the
+        generator exactly what the two draw one after the other, in the same order, and
+        give the same values.
+        """
+        return None
 
     # -- checks -----------------------------------------------------------------------
 
@@ -302,6 +315,7 @@ class Compose(Transform):
         self.transforms: list[Augmentation] = [
             _build(t, "compose", i) for i, t in enumerate(transforms)
         ]
+        self._chain: tuple[tuple[Augmentation, ...], list[Augmentation]] = ((), [])
 
     @property
     def augmentations(self) -> list[Augmentation]:
@@ -320,9 +334,29 @@ class Compose(Transform):
         return _check_children(self.transforms, sample)
 
     def apply(self, sample: Sample, size: Size | None, generator: torch.Generator | None) -> Sample:
-        for transform in self.transforms:
+        for transform in self._fused():
             sample = transform(sample, generator)
         return sample
+
+    def _fused(self) -> list[Augmentation]:
+        """The children, with each pair that :meth:`Transform.then` joins run as one.
+
+        A joined pair draws what the two draw, in the same order, and gives the same
+        values in one pass over each target (a resized crop and a flip: each output is
+        mirrored while it is still in cache). Rebuilt when ``transforms`` changes.
+        """
+        children = tuple(self.transforms)
+        built_for = self._chain[0]
+        if len(built_for) != len(children) or any(a is not b for a, b in zip(built_for, children, strict=True)):
+            chain: list[Augmentation] = []
+            for child in children:
+                joined = chain[-1].then(child) if chain and isinstance(chain[-1], Transform) else None
+                if joined is None:
+                    chain.append(child)
+                else:
+                    chain[-1] = joined
+            self._chain = (children, chain)
+        return self._chain[1]
 
 
 class OneOf(Transform):

@@ -114,9 +114,32 @@ def _warp_depth(x: Tensor, g: Warp) -> Tensor:
     return out * factor if factor != 1.0 else out
 
 
+def _warp_vectors(x: Tensor, g: Warp) -> Tensor:
+    out = g.nearest(x, 0.0)
+    owned = out.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+    if owned and g.axis_aligned:  # the camera map is diag(sign a, sign e, 1): no matrix needed
+        for i, scale in enumerate((g.matrix[0], g.matrix[4])):
+            if scale < 0.0:
+                out[..., i, :, :].neg_()
+        return out
+    return _apply_camera(out, g.camera_map())
+
+
+def _warp_mask(x: Tensor, g: Warp) -> Tensor:
+    return g.nearest(x, _mask_fill(x, g.mask_fill))
+
+
+def _warp_validity(x: Tensor, g: Warp) -> Tensor:
+    return g.nearest(x, False)
+
+
+#: The built-in warp rules. Each handles a mirrored window warp (``Warp.mirrored``), so
+#: a zoom and a flip may run as one warp on kinds that use them.
+MIRRORING_WARP_RULES = frozenset({_warp_image, _warp_mask, _warp_depth, _warp_vectors, _warp_validity, _intrinsics})
+
 register_rule("warp", Image, _warp_image)
-register_rule("warp", ClassMask, lambda x, g: g.nearest(x, _mask_fill(x, g.mask_fill)))
+register_rule("warp", ClassMask, _warp_mask)
 register_rule("warp", ScalarField, _warp_depth)
-register_rule("warp", UnitVectorField, lambda x, g: _apply_camera(g.nearest(x, 0.0), g.camera_map()))
-register_rule("warp", ValidityMask, lambda x, g: g.nearest(x, False))
+register_rule("warp", UnitVectorField, _warp_vectors)
+register_rule("warp", ValidityMask, _warp_validity)
 register_rule("warp", Intrinsics, _intrinsics)

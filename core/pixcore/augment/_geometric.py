@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 
-from pixcore._interfaces import Sample
+from pixcore._interfaces import Augmentation, Sample
+from pixcore._targets import TargetKind
 from pixcore.augment._base import (
     Transform,
     apply_geometry,
@@ -17,7 +19,9 @@ from pixcore.augment._base import (
     randint,
     uniform,
 )
+from pixcore.augment._builtin_rules import MIRRORING_WARP_RULES
 from pixcore.augment._geometry import Crop, Flip, Rotate90, Size, Warp
+from pixcore.augment._rules import rule_for
 
 __all__ = [
     "CenterCrop",
@@ -175,6 +179,66 @@ class _Zoom(Transform):
             zoom_depth=self.divide_depth_by_zoom,
         )
 
+    def _drawn_warp(self, size: Size, generator: torch.Generator | None) -> Warp | None:
+        """Draw the parameters: the warp to apply, or None to leave the sample as it is."""
+        raise NotImplementedError
+
+    def _skipped_warp(self, size: Size) -> Warp | None:
+        """The warp when the coin says no (None: the sample as it is)."""
+        return None
+
+    def apply(self, sample: Sample, size: Size | None, generator: torch.Generator | None) -> Sample:
+        if size is None:
+            raise _no_size(type(self).__name__)
+        warp = self._drawn_warp(size, generator)
+        return dict(sample) if warp is None else apply_geometry(warp, sample)
+
+    def skip(self, sample: Sample, size: Size | None) -> Sample:
+        if size is None:
+            raise _no_size(type(self).__name__)
+        warp = self._skipped_warp(size)
+        return dict(sample) if warp is None else apply_geometry(warp, sample)
+
+    def then(self, following: Augmentation) -> Transform | None:
+        """A built-in zoom and then a horizontal flip: one warp that mirrors as it resizes."""
+        if type(self) in (Resize, RandomScale, RandomResizedCrop) and type(following) is HorizontalFlip:
+            return _ZoomThenMirror(self, following)
+        return None
+
+
+class _ZoomThenMirror(Transform):
+    """A zoom followed by :class:`HorizontalFlip`, as :class:`Compose` runs them.
+
+    The same draws in the same order as the two one after the other (zoom's coin, its
+    parameters, the flip's coin) and the same values; each output is mirrored in place
+    right after it is resized, while it is still in cache, instead of copied again.
+    """
+
+    ops = ("warp", "flip")
+
+    def __init__(self, zoom: _Zoom, flip: HorizontalFlip) -> None:
+        super().__init__(1.0)
+        self.zoom, self.flip = zoom, flip
+
+    def check(self, sample: Mapping[str, Any]) -> Size | None:
+        size = self.zoom.check(sample)
+        self.flip.check_kinds(sample)  # the zoom keeps every key's kind
+        return size
+
+    def apply(self, sample: Sample, size: Size | None, generator: torch.Generator | None) -> Sample:
+        if size is None:
+            raise _no_size(type(self.zoom).__name__)
+        if not all(
+            rule_for("warp", type(v)) in MIRRORING_WARP_RULES for v in sample.values() if isinstance(v, TargetKind)
+        ):  # another package's rule may not know mirrored warps: run the two one after the other
+            return self.flip(self.zoom(sample, generator), generator)
+        zoom = self.zoom._drawn_warp(size, generator) if self.zoom.coin(generator) else self.zoom._skipped_warp(size)
+        if not self.flip.coin(generator):
+            return dict(sample) if zoom is None else apply_geometry(zoom, sample)
+        if zoom is None:
+            return apply_geometry(Flip(size, axis="horizontal"), sample)
+        return apply_geometry(zoom.then_mirrored(), sample)
+
 
 class Resize(_Zoom):
     """Resize to ``size`` (``(height, width)`` or an int for a square).
@@ -197,12 +261,8 @@ class Resize(_Zoom):
         self.size = check_size(type(self).__name__, "size", size)
         self._zoom_params(interpolation, antialias, divide_depth_by_zoom)
 
-    def apply(self, sample: Sample, size: Size | None, generator: torch.Generator | None) -> Sample:
-        if size is None:
-            raise _no_size(type(self).__name__)
-        if size == self.size:
-            return dict(sample)
-        return apply_geometry(self._warp(size, (0, 0, *size), self.size), sample)
+    def _drawn_warp(self, size: Size, generator: torch.Generator | None) -> Warp | None:
+        return None if size == self.size else self._warp(size, (0, 0, *size), self.size)
 
 
 class RandomScale(_Zoom):
@@ -225,15 +285,11 @@ class RandomScale(_Zoom):
         self.scale = check_range(type(self).__name__, "scale", scale, low=0.0, high=100.0, low_open=True)
         self._zoom_params(interpolation, antialias, divide_depth_by_zoom)
 
-    def apply(self, sample: Sample, size: Size | None, generator: torch.Generator | None) -> Sample:
-        if size is None:
-            raise _no_size(type(self).__name__)
+    def _drawn_warp(self, size: Size, generator: torch.Generator | None) -> Warp | None:
         s = uniform(generator, *self.scale)
         h, w = size
         out = (max(1, round(h * s)), max(1, round(w * s)))
-        if out == size:
-            return dict(sample)
-        return apply_geometry(self._warp(size, (0, 0, h, w), out), sample)
+        return None if out == size else self._warp(size, (0, 0, h, w), out)
 
 
 class RandomResizedCrop(_Zoom):
@@ -287,16 +343,12 @@ class RandomResizedCrop(_Zoom):
             w, h = width, height
         return (height - h) // 2, (width - w) // 2, h, w
 
-    def apply(self, sample: Sample, size: Size | None, generator: torch.Generator | None) -> Sample:
-        if size is None:
-            raise _no_size(type(self).__name__)
-        return apply_geometry(self._warp(size, self.window(size, generator), self.size), sample)
+    def _drawn_warp(self, size: Size, generator: torch.Generator | None) -> Warp | None:
+        return self._warp(size, self.window(size, generator), self.size)
 
-    def skip(self, sample: Sample, size: Size | None) -> Sample:
+    def _skipped_warp(self, size: Size) -> Warp | None:
         """Without the crop, the whole input is resized to ``size``."""
-        if size is None:
-            raise _no_size(type(self).__name__)
-        return apply_geometry(self._warp(size, (0, 0, *size), self.size), sample)
+        return self._warp(size, (0, 0, *size), self.size)
 
 
 class _Window(Transform):

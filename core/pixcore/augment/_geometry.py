@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -222,7 +222,8 @@ class Warp(Geometry):
     Attributes:
         size: ``(H', W')`` of the output.
         window: ``(top, left, height, width)`` when the warp is a plain resize of that
-            in-bounds input window to ``size`` (enables fast paths), else None.
+            in-bounds input window to ``size``, mirrored left-right when ``matrix[0] < 0``
+            (enables fast paths), else None.
         interpolation: How images are resampled.
         antialias: Low-pass images when shrinking (axis-aligned warps only).
         zoom_depth: Divide z-depth by the zoom factor (Eigen et al., 2014); see
@@ -275,11 +276,28 @@ class Warp(Geometry):
         matrix = (cos, -sin, ox - cos * ox + sin * oy, sin, cos, oy - sin * ox - cos * oy)
         return cls(in_size, size=in_size, matrix=matrix, **kwargs)
 
+    def then_mirrored(self) -> Warp:
+        """One warp doing this axis-aligned warp and then a left-right mirror of its output.
+
+        Output column ``x'`` reads what column ``W' - 1 - x'`` read. Applying the two
+        at once lets a window warp mirror each output while it is still in cache.
+        """
+        if not self.axis_aligned:
+            raise ValueError(f"then_mirrored needs an axis-aligned warp, not {self.matrix}")
+        a, b, c, d, e, f = self.matrix
+        matrix = (-a, b, a * (self.size[1] - 1) + c, d, e, f)
+        return replace(self, matrix=matrix, _cache={})
+
     # -- geometry ---------------------------------------------------------------------
 
     @property
     def out_size(self) -> Size:
         return self.size
+
+    @property
+    def mirrored(self) -> bool:
+        """Window warps: whether the resized window is mirrored left-right."""
+        return self.matrix[0] < 0.0
 
     @property
     def axis_aligned(self) -> bool:
@@ -425,7 +443,8 @@ class Warp(Geometry):
         if cached is None:
             top, left, h, w = self.window  # type: ignore[misc]
             oh, ow = self.size
-            cached = (_nearest_exact(h, oh) + top, _nearest_exact(w, ow) + left)
+            cols = _nearest_exact(w, ow) + left
+            cached = (_nearest_exact(h, oh) + top, cols.flip(0) if self.mirrored else cols)
             self._cache["window"] = cached
         return cached  # type: ignore[no-any-return]
 
@@ -434,23 +453,7 @@ class Warp(Geometry):
         h, w = self.in_size
         oh, ow = self.size
         if self.window is not None:
-            top, left, wh, ww = self.window
-            if (wh, ww) == self.size:
-                return x[..., top : top + oh, left : left + ow]  # scale 1: an exact crop
-            if _opencv_reads_the_same(wh, oh) and _opencv_reads_the_same(ww, ow):
-                out = _opencv.resize_nearest(x, self.window, self.size)
-                if out is not None:
-                    return out
-            if x.dtype == torch.float32:  # torch's nearest kernel: several times faster
-                crop = x[..., top : top + wh, left : left + ww]
-                batch = crop[None] if x.ndim == 3 else crop.reshape(1, -1, wh, ww)
-                out = F.interpolate(batch, size=self.size, mode="nearest-exact")
-                return out[0] if x.ndim == 3 else out.reshape(*x.shape[:-2], oh, ow)
-            rows, cols = self._window_index()
-            if wh < oh:  # enlarging: gather the columns of the window's rows, then rows
-                window_rows = x[..., top : top + wh, :]
-                return _gather_rows_cols(window_rows, rows - top, cols, columns_first=True)
-            return _gather_rows_cols(x, rows, cols)
+            return self._nearest_window(x)
         is_bool = x.dtype == torch.bool
         source = x.view(torch.uint8) if is_bool else x
         if self.axis_aligned:
@@ -473,6 +476,29 @@ class Warp(Geometry):
                 out.masked_fill_(outside, fill)
         return out.view(torch.bool) if is_bool else out
 
+    def _nearest_window(self, x: Tensor) -> Tensor:
+        top, left, wh, ww = self.window  # type: ignore[misc]
+        oh, ow = self.size
+        mirror = self.mirrored
+        if (wh, ww) == self.size:  # scale 1: an exact crop
+            crop = x[..., top : top + oh, left : left + ow]
+            return crop.flip(-1) if mirror else crop
+        if _opencv_reads_the_same(wh, oh) and _opencv_reads_the_same(ww, ow):
+            out = _opencv.resize_nearest(x, (top, left, wh, ww), self.size, mirror)
+            if out is not None:
+                return out
+        if x.dtype == torch.float32:  # torch's nearest kernel: several times faster
+            crop = x[..., top : top + wh, left : left + ww]
+            batch = crop[None] if x.ndim == 3 else crop.reshape(1, -1, wh, ww)
+            out = F.interpolate(batch, size=self.size, mode="nearest-exact")
+            out = out[0] if x.ndim == 3 else out.reshape(*x.shape[:-2], oh, ow)
+            return out.flip(-1) if mirror else out
+        rows, cols = self._window_index()  # mirrored columns when mirror
+        if wh < oh:  # enlarging: gather the columns of the window's rows, then rows
+            window_rows = x[..., top : top + wh, :]
+            return _gather_rows_cols(window_rows, rows - top, cols, columns_first=True)
+        return _gather_rows_cols(x, rows, cols)
+
     def bilinear(self, x: Tensor, fill: float) -> Tensor:
         """Bilinear resampling of an image ``[..., C, H, W]`` (uint8 or float).
 
@@ -487,11 +513,13 @@ class Warp(Geometry):
     def _resize_window(self, x: Tensor) -> Tensor:
         top, left, h, w = self.window  # type: ignore[misc]
         oh, ow = self.size
+        mirror = self.mirrored
         if (h, w) == (oh, ow):
-            return x[..., top : top + h, left : left + w]
+            crop = x[..., top : top + h, left : left + w]
+            return crop.flip(-1) if mirror else crop
         antialias = self.antialias and (h > oh or w > ow)
         if not antialias:  # OpenCV's bilinear does not low-pass: only when nothing shrinks
-            out = _opencv.resize_linear(x, (top, left, h, w), self.size)
+            out = _opencv.resize_linear(x, (top, left, h, w), self.size, mirror)
             if out is not None:
                 return out
         crop = x[..., top : top + h, left : left + w]
@@ -506,7 +534,8 @@ class Warp(Geometry):
             batch = batch.float()
         out = _resize_bilinear(batch, (oh, ow), antialias)
         out = _restore_dtype(out, dtype)
-        return out.reshape(*lead, *out.shape[-3:]) if lead else out[0]
+        out = out.reshape(*lead, *out.shape[-3:]) if lead else out[0]
+        return out.flip(-1) if mirror else out
 
     def _grid(self, dtype: torch.dtype) -> Tensor:
         key = f"grid-{dtype}"

@@ -106,8 +106,20 @@ def _run(x: Tensor, window: Window | None, size: Size, kernel: Kernel) -> Tensor
     return result.view(*x.shape[:-2], oh, ow)
 
 
-def resize_linear(x: Tensor, window: Window, size: Size) -> Tensor | None:
-    """Bilinear resize of the ``window`` of image ``x`` to ``size``; None if OpenCV cannot.
+def _mirrored(kernel: Kernel) -> Kernel:
+    """``kernel``, then its output mirrored left-right in place (``cv2.flip`` allows
+    ``dst is src``): while the output is still in cache, and with no second array."""
+
+    def mirrored(a: np.ndarray, dst: np.ndarray | None) -> np.ndarray:
+        out = kernel(a, dst)
+        return cv2.flip(out, 1, dst=out)
+
+    return mirrored
+
+
+def resize_linear(x: Tensor, window: Window, size: Size, mirror: bool = False) -> Tensor | None:
+    """Bilinear resize of the ``window`` of image ``x`` to ``size``, then mirrored
+    left-right if ``mirror``; None if OpenCV cannot.
 
     Not for shrinking with antialiasing (OpenCV's bilinear does not low-pass; the caller
     keeps torch's antialiased kernel for that).
@@ -115,7 +127,11 @@ def resize_linear(x: Tensor, window: Window, size: Size) -> Tensor | None:
     if x.dtype not in _LINEAR_DTYPES:
         return None
     oh, ow = size
-    return _run(x, window, size, lambda a, dst: cv2.resize(a, (ow, oh), dst, interpolation=cv2.INTER_LINEAR))
+
+    def kernel(a: np.ndarray, dst: np.ndarray | None) -> np.ndarray:
+        return cv2.resize(a, (ow, oh), dst, interpolation=cv2.INTER_LINEAR)
+
+    return _run(x, window, size, _mirrored(kernel) if mirror else kernel)
 
 
 def _run_nearest(x: Tensor, window: Window | None, size: Size, kernel: Kernel) -> Tensor | None:
@@ -135,12 +151,16 @@ def _run_nearest(x: Tensor, window: Window | None, size: Size, kernel: Kernel) -
     return torch.from_numpy(np.ascontiguousarray(kernel(halves, None)).view(np.int64).reshape(size))
 
 
-def resize_nearest(x: Tensor, window: Window, size: Size) -> Tensor | None:
+def resize_nearest(x: Tensor, window: Window, size: Size, mirror: bool = False) -> Tensor | None:
     """Nearest-neighbour resize of the ``window`` of ``x``: output index ``i`` reads input
-    index :func:`nearest_exact_index` ``[i]`` along each axis. None if OpenCV cannot."""
+    index :func:`nearest_exact_index` ``[i]`` along each axis; then mirrored left-right if
+    ``mirror``. None if OpenCV cannot."""
     oh, ow = size
-    return _run_nearest(x, window, size,
-                        lambda a, dst: cv2.resize(a, (ow, oh), dst, interpolation=cv2.INTER_NEAREST_EXACT))
+
+    def kernel(a: np.ndarray, dst: np.ndarray | None) -> np.ndarray:
+        return cv2.resize(a, (ow, oh), dst, interpolation=cv2.INTER_NEAREST_EXACT)
+
+    return _run_nearest(x, window, size, _mirrored(kernel) if mirror else kernel)
 
 
 def nearest_exact_index(length: int, out: int) -> np.ndarray:
